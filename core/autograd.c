@@ -1,0 +1,386 @@
+/* The backward engine.
+ *
+ * 1. Walk the graph from the roots and count, for every node, how many edges lead into it
+ *    (its dependencies).
+ * 2. Seed the roots' gradients and run every node whose dependencies are all in: apply its
+ *    hooks, check its saved tensors, call its backward (written in ag ops, so recorded
+ *    when create_graph), and pass the results along its edges, summing where paths meet.
+ * 3. Gradients reaching a leaf are accumulated into .grad (ag_backward) or handed back to
+ *    the caller (ag_grad, which leaves .grad alone). */
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+static uint64_t next_epoch; /* atomic: one per backward pass */
+
+/* What a pass collects for ag_grad; NULL for ag_backward. */
+typedef struct capture {
+    int n;                 /* number of inputs */
+    ag_tensor *const *inputs; /* tensors whose gradients are wanted */
+    ag_tensor **grads;     /* gradient found for each (strong) */
+} capture;
+
+/* A growable array of nodes. */
+typedef struct node_list {
+    ag_node **items;
+    size_t count, capacity;
+} node_list;
+
+static ag_status list_push(node_list *l, ag_node *n) {
+    if (l->count == l->capacity) {
+        size_t cap = l->capacity ? l->capacity * 2 : 64;
+        ag_node **items = realloc(l->items, cap * sizeof *items);
+        if (!items) return ag__error(AG_ERR_OUT_OF_MEMORY, "backward: out of host memory");
+        l->items = items;
+        l->capacity = cap;
+    }
+    l->items[l->count++] = n;
+    return AG_OK;
+}
+
+static bool same_shape(const ag_tensor *t, int ndim, const int64_t *shape) {
+    return t->ndim == ndim && memcmp(t->shape, shape, (size_t)ndim * sizeof *shape) == 0;
+}
+
+/* Adds g into *slot (taking a new reference to whatever *slot ends up holding). */
+static ag_status accumulate(ag_tensor **slot, ag_tensor *g) {
+    if (!*slot) {
+        *slot = ag_retain(g);
+        return AG_OK;
+    }
+    ag_tensor *sum = ag_add(*slot, g);
+    if (!sum) return ag_last_status();
+    ag_release(*slot);
+    *slot = ag_retain(sum);
+    return AG_OK;
+}
+
+/* Runs the hooks in `hooks` watching output_nr on *grad, replacing it when one returns a
+ * tensor. */
+static ag_status run_hooks(ag_hook *hooks, int output_nr, ag_tensor **grad) {
+    for (ag_hook *h = hooks; h; h = h->next) {
+        if (h->output_nr != output_nr) continue;
+        ag_tensor *r = h->fn(*grad, h->user);
+        if (!r) {
+            if (ag_last_status() != AG_OK) return ag_last_status();
+            continue;
+        }
+        if (!same_shape(r, (*grad)->ndim, (*grad)->shape)) {
+            char a[160], b[160];
+            return ag__error(AG_ERR_SHAPE, "hook returned a gradient of shape %s, expected %s",
+                             ag__shape_fmt(a, sizeof a, r->ndim, r->shape),
+                             ag__shape_fmt(b, sizeof b, (*grad)->ndim, (*grad)->shape));
+        }
+        ag_retain(r);
+        ag_release(*grad);
+        *grad = r;
+    }
+    return AG_OK;
+}
+
+/* PyTorch's AccumulateGrad: the first gradient is stored (a private contiguous copy unless
+ * create_graph), later ones are added; in place unless create_graph, so the graph of a
+ * differentiable .grad is kept. */
+static ag_status accumulate_grad(ag_tensor *t, ag_tensor *g, bool create_graph) {
+    if (!t->grad) {
+        if (create_graph || (g->refcount == 1 && !g->is_view && ag_is_contiguous(g) &&
+                             !g->grad_fn)) {
+            t->grad = ag_retain(g);
+            return AG_OK;
+        }
+        ag_tensor *copy = ag_clone(g);
+        if (!copy) return ag_last_status();
+        t->grad = ag_retain(copy);
+        return AG_OK;
+    }
+    if (create_graph) {
+        ag_tensor *old = t->grad;
+        t->grad = NULL;
+        ag_status st = accumulate(&t->grad, old);
+        if (st == AG_OK) st = accumulate(&t->grad, g);
+        ag_release(old);
+        return st;
+    }
+    return ag_add_(t->grad, g) ? AG_OK : ag_last_status();
+}
+
+static ag_status deliver_to_leaf(ag_tensor *leaf, ag_tensor *g, capture *cap, bool create) {
+    ag_retain(g);
+    ag_status st = run_hooks(leaf->hooks, 0, &g);
+    if (st == AG_OK) {
+        if (cap) {
+            for (int k = 0; k < cap->n && st == AG_OK; k++)
+                if (cap->inputs[k] == leaf) st = accumulate(&cap->grads[k], g);
+        } else {
+            st = accumulate_grad(leaf, g, create);
+        }
+    }
+    ag_release(g);
+    return st;
+}
+
+static ag_status check_saved(const ag_node *n) {
+    if (n->saved_freed)
+        return ag__error(AG_ERR_GRAPH_FREED,
+                         "Trying to backward through the graph a second time (or directly access "
+                         "saved tensors after they have already been freed) in %s backward. "
+                         "Saved intermediate values of the graph are freed when you call "
+                         "backward or ag_grad. Specify retain_graph=true if you need to backward "
+                         "through the graph a second time or if you need to access saved tensors "
+                         "after calling backward.",
+                         n->op->name);
+    for (int i = 0; i < n->n_inputs; i++) {
+        const ag_tensor *s = n->saved[i];
+        if (!s || ag_version_of(s) == n->saved_version[i]) continue;
+        char desc[192];
+        return ag__error(AG_ERR_INPLACE,
+                         "one of the variables needed for gradient computation has been "
+                         "modified by an inplace operation: [%s], input %d of %s, is at version "
+                         "%llu; expected version %llu instead. Hint: the in-place op that "
+                         "changed it ran after %s was recorded.",
+                         ag__describe(s, desc, sizeof desc), i, n->op->name,
+                         (unsigned long long)ag_version_of(s),
+                         (unsigned long long)n->saved_version[i], n->op->name);
+    }
+    return AG_OK;
+}
+
+/* Gradient of each output of n, hooks applied, retained/captured; zeros where none came. */
+static ag_status gather_output_grads(ag_node *n, capture *cap, ag_tensor **grads) {
+    bool any = false;
+    for (int j = 0; j < n->n_outputs; j++) {
+        grads[j] = n->grad_buf[j];
+        n->grad_buf[j] = NULL;
+        if (!grads[j]) continue;
+        any = true;
+        ag_status st = run_hooks(n->hooks, j, &grads[j]);
+        if (st != AG_OK) return st;
+        if (n->retained && n->retained[j] && !cap) {
+            ag_tensor *t = n->retained[j];
+            if (!t->grad) {
+                ag_tensor *copy = ag_clone(grads[j]);
+                if (!copy) return ag_last_status();
+                t->grad = ag_retain(copy);
+            } else if (!ag_add_(t->grad, grads[j])) {
+                return ag_last_status();
+            }
+        }
+        for (int k = 0; cap && k < cap->n; k++)
+            if (cap->inputs[k]->grad_fn == n && cap->inputs[k]->output_nr == j) {
+                st = accumulate(&cap->grads[k], grads[j]);
+                if (st != AG_OK) return st;
+            }
+    }
+    if (!any) return AG_OK;
+    for (int j = 0; j < n->n_outputs; j++) {
+        if (grads[j]) continue;
+        const ag_meta *m = &n->out_meta[j];
+        grads[j] = ag_retain(ag_zeros(m->dtype, m->ndim, m->shape));
+        if (!grads[j]) return ag_last_status();
+    }
+    return AG_OK;
+}
+
+/* Runs one node's backward and routes its input gradients; pushes newly ready nodes. */
+static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, node_list *ready) {
+    ag_tensor *out_grads[16] = {0}, *in_grads_buf[16] = {0};
+    ag_tensor **out_g = n->n_outputs <= 16 ? out_grads : calloc((size_t)n->n_outputs, sizeof *out_g);
+    ag_tensor **in_g = n->n_inputs <= 16 ? in_grads_buf : calloc((size_t)n->n_inputs, sizeof *in_g);
+    ag_status st = out_g && in_g ? AG_OK : ag__error(AG_ERR_OUT_OF_MEMORY, "backward: out of memory");
+    if (st == AG_OK) st = gather_output_grads(n, cap, out_g);
+    bool have_grads = st == AG_OK && n->n_outputs > 0 && out_g[0];
+    if (have_grads) st = check_saved(n);
+    if (have_grads && st == AG_OK) {
+        ag_scope *scope = ag_scope_begin();
+        ag_backward_ctx ctx = {n, out_g, in_g};
+        st = n->op->backward(&ctx);
+        for (int i = 0; i < n->n_inputs; i++) {
+            if (st != AG_OK || !ag__needs_grad(&ctx, i)) {
+                in_g[i] = NULL;
+                continue;
+            }
+            if (in_g[i] && !same_shape(in_g[i], n->in_meta[i].ndim, n->in_meta[i].shape)) {
+                char a[160], b[160];
+                st = ag__error(AG_ERR_INTERNAL,
+                               "%s backward returned a gradient of shape %s for input %d of "
+                               "shape %s",
+                               n->op->name, ag__shape_fmt(a, sizeof a, in_g[i]->ndim, in_g[i]->shape),
+                               i, ag__shape_fmt(b, sizeof b, n->in_meta[i].ndim, n->in_meta[i].shape));
+            }
+            ag_retain(in_g[i]);
+        }
+        if (st != AG_OK)
+            for (int i = 0; i < n->n_inputs; i++) {
+                ag_release(in_g[i]);
+                in_g[i] = NULL;
+            }
+        ag_scope_end(scope);
+        if (!retain && n->has_saved) {
+            for (int i = 0; i < n->n_inputs; i++) {
+                ag_release(n->saved[i]);
+                n->saved[i] = NULL;
+            }
+            n->saved_freed = true;
+        }
+    }
+    for (int i = 0; i < n->n_inputs; i++) {
+        ag_edge *e = &n->edges[i];
+        if (st == AG_OK && in_g[i]) {
+            if (e->node)
+                st = accumulate(&e->node->grad_buf[e->input_nr], in_g[i]);
+            else if (e->leaf)
+                st = deliver_to_leaf(e->leaf, in_g[i], cap, create);
+        }
+        ag_release(in_g[i]);
+        if (e->node && --e->node->deps == 0 && st == AG_OK) st = list_push(ready, e->node);
+    }
+    for (int j = 0; j < n->n_outputs; j++) ag_release(out_g[j]);
+    if (out_g != out_grads) free(out_g);
+    if (in_g != in_grads_buf) free(in_g);
+    return st;
+}
+
+/* Counts dependencies of every node reachable from the roots; lists them in `seen`. */
+static ag_status count_dependencies(int n_roots, ag_tensor *const *roots, uint64_t epoch,
+                                    node_list *seen) {
+    node_list stack = {0};
+    ag_status st = AG_OK;
+    for (int r = 0; r < n_roots && st == AG_OK; r++) {
+        ag_node *n = roots[r]->grad_fn;
+        if (!n || n->epoch == epoch) continue;
+        n->epoch = epoch;
+        n->deps = 0;
+        st = list_push(&stack, n);
+        if (st == AG_OK) st = list_push(seen, n);
+    }
+    while (st == AG_OK && stack.count) {
+        ag_node *n = stack.items[--stack.count];
+        for (int i = 0; i < n->n_inputs && st == AG_OK; i++) {
+            ag_node *next = n->edges[i].node;
+            if (!next) continue;
+            if (next->epoch != epoch) {
+                next->epoch = epoch;
+                next->deps = 0;
+                st = list_push(&stack, next);
+                if (st == AG_OK) st = list_push(seen, next);
+            }
+            next->deps++;
+        }
+    }
+    free(stack.items);
+    return st;
+}
+
+/* Checks a root and makes its seed gradient (a new reference). */
+static ag_status seed_gradient(int r, ag_tensor *root, ag_tensor *given, ag_tensor **seed) {
+    char a[160], b[160];
+    if (!root->requires_grad)
+        return ag__error(AG_ERR_NO_GRAD,
+                         "element %d of tensors does not require grad and does not have a "
+                         "grad_fn",
+                         r);
+    if (!given) {
+        if (root->numel != 1)
+            return ag__error(AG_ERR_SHAPE,
+                             "grad can be implicitly created only for scalar outputs (output %d "
+                             "has shape %s)",
+                             r, ag__shape_fmt(a, sizeof a, root->ndim, root->shape));
+        *seed = ag_retain(ag_ones_like(root));
+        return *seed ? AG_OK : ag_last_status();
+    }
+    if (!same_shape(given, root->ndim, root->shape))
+        return ag__error(AG_ERR_SHAPE,
+                         "Mismatch in shape: grad_output[%d] has a shape of %s and output[%d] "
+                         "has a shape of %s.",
+                         r, ag__shape_fmt(a, sizeof a, given->ndim, given->shape), r,
+                         ag__shape_fmt(b, sizeof b, root->ndim, root->shape));
+    if (given->dtype != root->dtype || !ag__same_device(given->storage->device, root->storage->device))
+        return ag__error(AG_ERR_DTYPE,
+                         "grad_output[%d] is %s but output[%d] is %s: expected the same dtype "
+                         "and device",
+                         r, ag__describe(given, a, sizeof a), r, ag__describe(root, b, sizeof b));
+    *seed = ag_retain(given);
+    return AG_OK;
+}
+
+static ag_status run_backward(int n_roots, ag_tensor *const *roots, ag_tensor *const *root_grads,
+                              bool retain, bool create, capture *cap) {
+    for (int r = 0; r < n_roots; r++)
+        if (!roots[r]) return ag__error(AG_ERR_INVALID_ARG, "backward: output %d is NULL", r);
+    bool prev_mode = ag_set_grad_enabled(create);
+    ag_scope *scope = ag_scope_begin();
+    uint64_t epoch = __atomic_add_fetch(&next_epoch, 1, __ATOMIC_RELAXED);
+    node_list seen = {0}, ready = {0};
+    ag_status st = count_dependencies(n_roots, roots, epoch, &seen);
+    for (int r = 0; r < n_roots && st == AG_OK; r++) {
+        ag_tensor *seed = NULL;
+        st = seed_gradient(r, roots[r], root_grads ? root_grads[r] : NULL, &seed);
+        if (st != AG_OK) break;
+        ag_node *n = roots[r]->grad_fn;
+        if (n) {
+            st = accumulate(&n->grad_buf[roots[r]->output_nr], seed);
+        } else {
+            st = deliver_to_leaf(roots[r], seed, cap, create);
+        }
+        ag_release(seed);
+    }
+    for (size_t i = 0; i < seen.count && st == AG_OK; i++)
+        if (seen.items[i]->deps == 0) st = list_push(&ready, seen.items[i]);
+    while (st == AG_OK && ready.count) st = run_node(ready.items[--ready.count], cap, retain, create, &ready);
+    /* After an error, unreached nodes may still hold partial gradients. */
+    for (size_t i = 0; i < seen.count; i++)
+        for (int j = 0; j < seen.items[i]->n_outputs; j++) {
+            ag_release(seen.items[i]->grad_buf[j]);
+            seen.items[i]->grad_buf[j] = NULL;
+        }
+    free(seen.items);
+    free(ready.items);
+    ag_scope_end(scope);
+    ag_set_grad_enabled(prev_mode);
+    return st;
+}
+
+ag_status ag_backward_ex(ag_tensor *t, ag_tensor *gradient, bool retain_graph, bool create_graph) {
+    if (!t) {
+        if (ag_last_status() != AG_OK) return ag_last_status();
+        return ag__error(AG_ERR_INVALID_ARG, "backward: tensor is NULL");
+    }
+    return run_backward(1, &t, gradient ? &gradient : NULL, retain_graph, create_graph, NULL);
+}
+
+ag_status ag_backward(ag_tensor *t, ag_tensor *gradient) {
+    return ag_backward_ex(t, gradient, false, false);
+}
+
+ag_status ag_grad(int n_outputs, ag_tensor *const *outputs, int n_inputs,
+                  ag_tensor *const *inputs, ag_tensor *const *grad_outputs, bool retain_graph,
+                  bool create_graph, bool allow_unused, ag_tensor **grads) {
+    if (n_outputs < 1 || n_inputs < 1 || !outputs || !inputs || !grads)
+        return ag__error(AG_ERR_INVALID_ARG, "ag_grad: need at least one output and one input");
+    for (int k = 0; k < n_inputs; k++) {
+        grads[k] = NULL;
+        if (!inputs[k]) return ag__error(AG_ERR_INVALID_ARG, "ag_grad: input %d is NULL", k);
+        if (!inputs[k]->requires_grad)
+            return ag__error(AG_ERR_NO_GRAD,
+                             "One of the differentiated Tensors (input %d) does not require grad",
+                             k);
+    }
+    capture cap = {n_inputs, inputs, grads};
+    ag_status st = run_backward(n_outputs, outputs, grad_outputs, retain_graph, create_graph, &cap);
+    for (int k = 0; k < n_inputs && st == AG_OK; k++)
+        if (!grads[k] && !allow_unused)
+            st = ag__error(AG_ERR_INVALID_ARG,
+                           "One of the differentiated Tensors (input %d) appears to not have been "
+                           "used in the graph. Set allow_unused=true if this is the desired "
+                           "behavior.",
+                           k);
+    for (int k = 0; k < n_inputs; k++) {
+        if (st != AG_OK) {
+            ag_release(grads[k]);
+            grads[k] = NULL;
+        } else if (grads[k] && !ag__scope_adopt(grads[k])) {
+            st = ag_last_status();
+        }
+    }
+    return st;
+}

@@ -1,0 +1,246 @@
+/* The op registry and the dispatcher: every op call, built-in or plugin, goes through
+ * ag__dispatch, which checks inputs, runs the forward, records the graph and hands the
+ * outputs to the current scope. Kernels are resolved once per (op, backend, dtype). */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+/* ---- registry ---- */
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static ag_op_def **registry;
+static int registry_count, registry_capacity;
+
+ag_status ag__op_register(ag_op_def *op) {
+    if (!op || !op->name || !op->forward || op->n_outputs < 1 || op->n_inputs < -1)
+        return ag__error(AG_ERR_INVALID_ARG, "op registration: incomplete op definition '%s'",
+                         op && op->name ? op->name : "(null)");
+    pthread_mutex_lock(&registry_lock);
+    ag_status st = AG_OK;
+    for (int i = 0; i < registry_count; i++) {
+        if (registry[i] == op) goto out;
+        if (strcmp(registry[i]->name, op->name) == 0) {
+            st = ag__error(AG_ERR_INVALID_ARG, "op registration: an op named '%s' exists already",
+                           op->name);
+            goto out;
+        }
+    }
+    if (registry_count == registry_capacity) {
+        int cap = registry_capacity ? registry_capacity * 2 : 128;
+        ag_op_def **grown = realloc(registry, (size_t)cap * sizeof *grown);
+        if (!grown) {
+            st = ag__error(AG_ERR_OUT_OF_MEMORY, "op registration: out of host memory");
+            goto out;
+        }
+        registry = grown;
+        registry_capacity = cap;
+    }
+    op->id = registry_count;
+    registry[registry_count++] = op;
+out:
+    pthread_mutex_unlock(&registry_lock);
+    return st;
+}
+
+ag_op_def *ag__op_find(const char *name) {
+    ag_op_def *found = NULL;
+    pthread_mutex_lock(&registry_lock);
+    for (int i = 0; i < registry_count && !found; i++)
+        if (strcmp(registry[i]->name, name) == 0) found = registry[i];
+    pthread_mutex_unlock(&registry_lock);
+    return found;
+}
+
+int ag__op_count(void) {
+    return registry_count;
+}
+
+ag_op_def *ag__op_at(int i) {
+    return i >= 0 && i < registry_count ? registry[i] : NULL;
+}
+
+void ag__registry_shutdown(void) {
+    free(registry);
+    registry = NULL;
+    registry_count = registry_capacity = 0;
+}
+
+/* ---- kernels ---- */
+
+void ag__kt(const ag_tensor *t, ag_kernel_tensor *kt) {
+    kt->data = t->storage->data;
+    kt->offset = t->offset;
+    kt->dtype = t->dtype;
+    kt->ndim = t->ndim;
+    memcpy(kt->shape, t->shape, sizeof kt->shape);
+    memcpy(kt->strides, t->strides, sizeof kt->strides);
+}
+
+void ag__kt_broadcast(const ag_tensor *t, int ndim, const int64_t *shape, ag_kernel_tensor *kt) {
+    kt->data = t->storage->data;
+    kt->offset = t->offset;
+    kt->dtype = t->dtype;
+    kt->ndim = ndim;
+    int lead = ndim - t->ndim;
+    for (int d = 0; d < ndim; d++) {
+        kt->shape[d] = shape[d];
+        int src = d - lead;
+        kt->strides[d] = src >= 0 && t->shape[src] == shape[d] ? t->strides[src] : 0;
+    }
+}
+
+ag_status ag__run_kernel(ag_op_def *op, ag_device device, ag_dtype key, int n_in,
+                         const ag_kernel_tensor *in, int n_out, const ag_kernel_tensor *out,
+                         const ag_attrs *attrs) {
+    const ag_backend *be = ag__backend(device.backend);
+    ag_kernel_fn fn = __atomic_load_n(&op->kernel_cache[device.backend][key], __ATOMIC_ACQUIRE);
+    if (!fn) {
+        ag_status st = be->iface.get_kernel(op->kernel, key, &fn);
+        if (st != AG_OK || !fn)
+            return ag__error(st == AG_OK ? AG_ERR_UNSUPPORTED : st,
+                             "%s: backend '%s' has no kernel '%s' for %s: %s", op->name,
+                             be->iface.name, op->kernel, ag_dtype_name(key),
+                             be->iface.last_error());
+        __atomic_store_n(&op->kernel_cache[device.backend][key], fn, __ATOMIC_RELEASE);
+    }
+    static const ag_attrs no_attrs;
+    ag_kernel_args args = {sizeof args, device.index, n_in, n_out, in, out,
+                           attrs ? attrs : &no_attrs};
+    ag_status st = fn(&args);
+    if (st != AG_OK)
+        return ag__error(st, "%s: %s", op->name, be->iface.last_error());
+    return AG_OK;
+}
+
+/* ---- shape rules shared by many ops ---- */
+
+ag_status ag__broadcast_shape(const char *op, int n, ag_tensor *const *tensors, int *ndim,
+                              int64_t *shape) {
+    int nd = 0;
+    for (int i = 0; i < n; i++)
+        if (tensors[i]->ndim > nd) nd = tensors[i]->ndim;
+    for (int d = 0; d < nd; d++) shape[d] = 1;
+    for (int i = 0; i < n; i++) {
+        const ag_tensor *t = tensors[i];
+        int lead = nd - t->ndim;
+        for (int d = 0; d < t->ndim; d++) {
+            int64_t e = t->shape[d], *s = &shape[lead + d];
+            if (e == *s || e == 1) continue;
+            if (*s == 1) {
+                *s = e;
+                continue;
+            }
+            char a[160], b[160];
+            return ag__error(AG_ERR_SHAPE,
+                             "%s: the size of tensor a (%lld) must match the size of tensor b "
+                             "(%lld) at non-singleton dimension %d (shapes %s and %s)",
+                             op, (long long)*s, (long long)e, lead + d,
+                             ag__shape_fmt(a, sizeof a, tensors[0]->ndim, tensors[0]->shape),
+                             ag__shape_fmt(b, sizeof b, t->ndim, t->shape));
+        }
+    }
+    *ndim = nd;
+    return AG_OK;
+}
+
+ag_status ag__forward_elementwise(ag_op_ctx *ctx) {
+    ag_tensor *const *in = ctx->inputs;
+    for (int i = 1; i < ctx->n_inputs; i++)
+        if (in[i]->dtype != in[0]->dtype) {
+            char a[192], b[192];
+            return ag__error(AG_ERR_DTYPE, "%s: expected inputs of one dtype, got %s and %s",
+                             ctx->op->name, ag__describe(in[0], a, sizeof a),
+                             ag__describe(in[i], b, sizeof b));
+        }
+    int ndim;
+    int64_t shape[AG_MAX_DIMS];
+    ag_status st = ag__broadcast_shape(ctx->op->name, ctx->n_inputs, in, &ndim, shape);
+    if (st != AG_OK) return st;
+    ag_device dev = in[0]->storage->device;
+    ag_tensor *out = ag__tensor_alloc(in[0]->dtype, ndim, shape, dev);
+    if (!out) return ag_last_status();
+    ag_kernel_tensor kin[4], kout;
+    for (int i = 0; i < ctx->n_inputs; i++) ag__kt_broadcast(in[i], ndim, shape, &kin[i]);
+    ag__kt(out, &kout);
+    st = ag__run_kernel((ag_op_def *)ctx->op, dev, out->dtype, ctx->n_inputs, kin, 1, &kout,
+                        ctx->attrs);
+    if (st != AG_OK) {
+        ag_release(out);
+        return st;
+    }
+    ctx->outputs[0] = out;
+    return AG_OK;
+}
+
+ag_status ag__forward_reduce(ag_op_ctx *ctx) {
+    ag_tensor *in = ctx->inputs[0];
+    uint64_t mask = (uint64_t)ctx->attrs->ints[0];
+    bool keepdim = ctx->attrs->ints[1] != 0;
+    int64_t shape[AG_MAX_DIMS];
+    for (int d = 0; d < in->ndim; d++) shape[d] = mask >> d & 1 ? 1 : in->shape[d];
+    ag_tensor *out = ag__tensor_alloc(in->dtype, in->ndim, shape, in->storage->device);
+    if (!out) return ag_last_status();
+    ag_kernel_tensor kin, kout;
+    ag__kt(in, &kin);
+    ag__kt(out, &kout);
+    ag_status st = ag__run_kernel((ag_op_def *)ctx->op, in->storage->device, in->dtype, 1, &kin,
+                                  1, &kout, ctx->attrs);
+    if (st != AG_OK) {
+        ag_release(out);
+        return st;
+    }
+    if (!keepdim) {
+        /* Dropping extent-1 dims of a fresh contiguous tensor keeps it contiguous. */
+        int nd = 0;
+        for (int d = 0; d < in->ndim; d++)
+            if (!(mask >> d & 1)) out->shape[nd++] = in->shape[d];
+        out->ndim = nd;
+        ag__contiguous_strides(nd, out->shape, out->strides);
+    }
+    ctx->outputs[0] = out;
+    return AG_OK;
+}
+
+/* ---- dispatch ---- */
+
+ag_status ag__dispatch(ag_op_def *op, int n_inputs, ag_tensor *const *inputs,
+                       const ag_attrs *attrs, int n_outputs, ag_tensor **outputs) {
+    static const ag_attrs no_attrs;
+    for (int j = 0; j < n_outputs; j++) outputs[j] = NULL;
+    for (int i = 0; i < n_inputs; i++)
+        if (!inputs[i])
+            return ag__error_if_none(AG_ERR_INVALID_ARG, "%s: input %d is NULL", op->name, i);
+    for (int i = 1; i < n_inputs; i++)
+        if (!ag__same_device(inputs[i]->storage->device, inputs[0]->storage->device)) {
+            char a[192], b[192];
+            return ag__error(AG_ERR_DEVICE,
+                             "%s: expected all tensors to be on the same device, but input 0 is "
+                             "%s and input %d is %s",
+                             op->name, ag__describe(inputs[0], a, sizeof a), i,
+                             ag__describe(inputs[i], b, sizeof b));
+        }
+    ag_op_ctx ctx = {op, n_inputs, inputs, attrs ? attrs : &no_attrs, n_outputs, outputs};
+    ag_status st = op->forward(&ctx);
+    if (st == AG_OK && ag_is_grad_enabled() && op->backward && !(op->flags & AG_OPF_NONDIFF)) {
+        bool any = false;
+        for (int i = 0; i < n_inputs && !any; i++)
+            any = inputs[i]->requires_grad && !(op->nondiff_inputs >> i & 1);
+        if (any) st = ag__graph_record(op, n_inputs, inputs, ctx.attrs, n_outputs, outputs);
+    }
+    for (int j = 0; j < n_outputs; j++) {
+        if (st != AG_OK) {
+            ag_release(outputs[j]);
+            outputs[j] = NULL;
+        } else if (!ag__scope_adopt(outputs[j])) {
+            st = ag_last_status();
+        }
+    }
+    return st;
+}
+
+ag_tensor *ag__dispatch1(ag_op_def *op, int n_inputs, ag_tensor *const *inputs,
+                         const ag_attrs *attrs) {
+    ag_tensor *out;
+    return ag__dispatch(op, n_inputs, inputs, attrs, 1, &out) == AG_OK ? out : NULL;
+}

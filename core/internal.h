@@ -1,0 +1,250 @@
+/* Internal interfaces of libag shared by core/ and ops/. Not installed.
+ *
+ * Data structures:
+ *   ag_storage  refcounted backend buffer + version counter (shared by views and detach)
+ *   ag_tensor   refcounted strided view of a storage + autograd metadata
+ *   ag_node     refcounted graph node: one recorded op, its edges and saved tensors
+ *   ag_op_def   one registered op: name, kernel name, forward, backward, kernel cache */
+#ifndef AG_CORE_INTERNAL_H
+#define AG_CORE_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include "ag/ag.h"
+#include "ag/backend.h"
+
+/* Most backends one process can load at once. */
+#define AG_MAX_BACKENDS 8
+
+typedef struct ag_node ag_node;
+typedef struct ag_op_def ag_op_def;
+
+/* ---- errors (core/error.c) ---- */
+
+/* Sets this thread's error (replacing any older one); returns status. */
+ag_status ag__error(ag_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Sets this thread's error only if none is pending, so a NULL passed down a chain of ops
+ * keeps the first error; returns the pending status or the new one. */
+ag_status ag__error_if_none(ag_status status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Formats "[2, 3]" of a shape into buf (returns buf). */
+char *ag__shape_fmt(char *buf, size_t size, int ndim, const int64_t *shape);
+/* Debug logging when AG_LOG=debug. */
+void ag__log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- backends (core/backend_loader.c) ---- */
+
+/* A loaded backend. */
+typedef struct ag_backend {
+    ag_backend_iface iface; /* the backend's table, stubbed where it left slots empty */
+    char path[1024];        /* file it was loaded from */
+    void *handle;           /* dlopen handle */
+} ag_backend;
+
+/* Loaded backend number `index` (no bounds check beyond an assert). */
+const ag_backend *ag__backend(int index);
+/* Loads `name` into the table (if not yet) and returns its index in *index. */
+ag_status ag__backend_load(const char *name, int *index);
+/* Directories searched for backends, in order, separated by ':' (for messages/ag info). */
+ag_status ag__backend_search_dirs(char *buf, size_t size);
+
+/* ---- storage and tensors (core/tensor.c) ---- */
+
+typedef struct ag_storage {
+    int refcount;     /* atomic: tensors sharing this storage */
+    ag_device device; /* where the buffer lives */
+    void *data;       /* backend buffer handle */
+    size_t nbytes;    /* size of the buffer */
+    uint64_t version; /* atomic: bumped by every in-place write */
+} ag_storage;
+
+/* A gradient hook on a leaf tensor or a graph node output. */
+typedef struct ag_hook {
+    uint64_t handle;       /* returned by ag_register_hook */
+    int output_nr;         /* node output it watches (0 for leaves) */
+    ag_grad_hook_fn fn;    /* the user function */
+    void *user;            /* its argument */
+    struct ag_hook *next;  /* next hook, in registration order */
+} ag_hook;
+
+struct ag_tensor {
+    int refcount;                 /* atomic */
+    ag_storage *storage;          /* NULL never: even empty tensors have a storage */
+    int64_t offset;               /* element offset of element 0 in storage */
+    ag_dtype dtype;               /* element type */
+    int ndim;                     /* number of dims */
+    int64_t shape[AG_MAX_DIMS];   /* extents */
+    int64_t strides[AG_MAX_DIMS]; /* element strides */
+    int64_t numel;                /* product of shape */
+    bool requires_grad;           /* leaf: set by user; non-leaf: has grad_fn */
+    bool is_view;                 /* shares storage with the tensor it was made from */
+    bool retains_grad;            /* non-leaf asked to keep .grad */
+    ag_node *grad_fn;             /* creator node (strong), NULL for leaves */
+    int output_nr;                /* which output of grad_fn this is */
+    ag_tensor *grad;              /* accumulated gradient (strong) or NULL */
+    ag_hook *hooks;               /* leaf hooks */
+};
+
+/* A new tensor struct with contiguous strides and fresh storage (not registered in any
+ * scope; the caller owns the reference). */
+ag_tensor *ag__tensor_alloc(ag_dtype dtype, int ndim, const int64_t *shape, ag_device device);
+/* A new tensor struct viewing `base`'s storage with the given geometry (not registered). */
+ag_tensor *ag__tensor_view(ag_tensor *base, int ndim, const int64_t *shape,
+                           const int64_t *strides, int64_t offset);
+/* Hands a fresh reference to the innermost scope (if one is open); returns t. */
+ag_tensor *ag__scope_adopt(ag_tensor *t);
+/* Contiguous strides of shape; returns numel. */
+int64_t ag__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
+/* Bumps t's version counter (after an in-place write). */
+void ag__bump_version(ag_tensor *t);
+/* Same backend and device. */
+bool ag__same_device(ag_device a, ag_device b);
+/* "float32[2, 3] on cpu:0" into buf (returns buf). */
+char *ag__describe(const ag_tensor *t, char *buf, size_t size);
+/* Normalises a possibly negative dim against ndim; error naming `op` if out of range. */
+ag_status ag__wrap_dim(const char *op, int dim, int ndim, int *out);
+
+/* ---- kernels and dispatch (core/dispatch.c) ---- */
+
+/* Everything an op's forward sees. */
+typedef struct ag_op_ctx {
+    const ag_op_def *op;         /* the op being run */
+    int n_inputs;                /* number of inputs */
+    ag_tensor *const *inputs;    /* inputs (never NULL entries) */
+    const ag_attrs *attrs;       /* attributes */
+    int n_outputs;               /* number of outputs */
+    ag_tensor **outputs;         /* forward stores new (unregistered) references here */
+} ag_op_ctx;
+
+/* Everything an op's backward sees. Backward functions are written in ag ops so they can
+ * be differentiated again; they run with grad mode = create_graph. */
+typedef struct ag_backward_ctx {
+    ag_node *node;                    /* the node being run */
+    ag_tensor *const *grad_outputs;   /* one per output, never NULL (zeros if unused) */
+    ag_tensor **grad_inputs;          /* backward stores one result per input it needs */
+} ag_backward_ctx;
+
+/* Op flags. */
+enum {
+    AG_OPF_NONDIFF = 1u << 0, /* outputs never require grad (comparisons, argmax) */
+    AG_OPF_VIEW = 1u << 1,    /* outputs share storage with input 0 */
+};
+/* save_inputs value that saves every input (variadic ops). */
+#define AG_SAVE_ALL 0xffffffffu
+
+struct ag_op_def {
+    const char *name;           /* registry name, unique ("add", "myns::swish") */
+    const char *kernel;         /* backend kernel it runs (NULL: forward needs none) */
+    int n_inputs;               /* number of inputs; -1 for variadic (cat, stack) */
+    int n_outputs;              /* number of outputs */
+    uint32_t flags;             /* AG_OPF_* */
+    uint32_t save_inputs;       /* bit i: input i is saved for backward */
+    uint32_t nondiff_inputs;    /* bit i: input i never gets a gradient (indices) */
+    ag_status (*forward)(ag_op_ctx *ctx);        /* computes outputs */
+    ag_status (*backward)(ag_backward_ctx *ctx); /* NULL: not differentiable */
+    /* Filled by the registry: */
+    int id;                                             /* registry index */
+    ag_kernel_fn kernel_cache[AG_MAX_BACKENDS][AG_DTYPE_COUNT]; /* resolved kernels */
+};
+
+/* Registers an op (idempotent for the same pointer); error for a duplicate name. */
+ag_status ag__op_register(ag_op_def *op);
+/* Registered op by name, or NULL. */
+ag_op_def *ag__op_find(const char *name);
+/* Number of registered ops, and op number i (for ag info / ag check). */
+int ag__op_count(void);
+ag_op_def *ag__op_at(int i);
+
+/* Runs an op: checks inputs (NULL, devices), calls forward, records the graph when grad
+ * mode is on and an input requires grad, and hands outputs to the current scope. */
+ag_status ag__dispatch(ag_op_def *op, int n_inputs, ag_tensor *const *inputs,
+                       const ag_attrs *attrs, int n_outputs, ag_tensor **outputs);
+/* ag__dispatch for single-output ops; NULL on error. */
+ag_tensor *ag__dispatch1(ag_op_def *op, int n_inputs, ag_tensor *const *inputs,
+                         const ag_attrs *attrs);
+/* Kernel descriptor of a tensor. */
+void ag__kt(const ag_tensor *t, ag_kernel_tensor *kt);
+/* Kernel descriptor of t broadcast to (ndim, shape) (t's shape must be compatible). */
+void ag__kt_broadcast(const ag_tensor *t, int ndim, const int64_t *shape, ag_kernel_tensor *kt);
+/* Runs op->kernel (or `kernel_name` if not NULL... see dispatch.c) with key dtype on
+ * the device; the kernel is looked up once per (op, backend, dtype) and cached. */
+ag_status ag__run_kernel(ag_op_def *op, ag_device device, ag_dtype key, int n_in,
+                         const ag_kernel_tensor *in, int n_out, const ag_kernel_tensor *out,
+                         const ag_attrs *attrs);
+/* Broadcast shape of n tensors (NumPy rules); error naming op otherwise. */
+ag_status ag__broadcast_shape(const char *op, int n, ag_tensor *const *tensors, int *ndim,
+                              int64_t *shape);
+/* Generic forward of elementwise ops: broadcasts inputs, output dtype = input 0's. */
+ag_status ag__forward_elementwise(ag_op_ctx *ctx);
+/* Generic forward of reductions: attrs ints[0] = bitmask of reduced dims, ints[1] = keepdim. */
+ag_status ag__forward_reduce(ag_op_ctx *ctx);
+
+/* ---- graph (core/graph.c) ---- */
+
+/* Static metadata of a node input or output. */
+typedef struct ag_meta {
+    ag_dtype dtype;             /* element type */
+    int ndim;                   /* dims */
+    int64_t shape[AG_MAX_DIMS]; /* extents */
+    ag_device device;           /* placement */
+} ag_meta;
+
+/* Where a gradient goes: another node's output, or a leaf's .grad. */
+typedef struct ag_edge {
+    ag_node *node;    /* creator of the input (strong), or NULL */
+    int input_nr;     /* output index of that node */
+    ag_tensor *leaf;  /* leaf requiring grad (strong), or NULL */
+} ag_edge;
+
+struct ag_node {
+    int refcount;              /* atomic: outputs + downstream edges */
+    ag_op_def *op;             /* the recorded op */
+    ag_attrs attrs;            /* its attributes */
+    uint64_t seq;              /* creation order (later nodes first in backward) */
+    int n_inputs;              /* inputs (= edges) */
+    int n_outputs;             /* outputs */
+    ag_edge *edges;            /* n_inputs edges */
+    ag_meta *in_meta;          /* n_inputs metas */
+    ag_meta *out_meta;         /* n_outputs metas */
+    ag_tensor **saved;         /* n_inputs entries, NULL where not saved */
+    uint64_t *saved_version;   /* version of each saved tensor at save time */
+    bool has_saved;            /* anything saved at all */
+    bool saved_freed;          /* saved tensors released by a backward without retain */
+    ag_hook *hooks;            /* hooks on outputs (non-leaf tensor hooks) */
+    ag_tensor **retained;      /* n_outputs weak pointers of retain_grad tensors */
+    /* engine scratch, valid during one backward */
+    uint64_t epoch;            /* backward pass that last visited the node */
+    int deps;                  /* pending downstream contributions */
+    ag_tensor **grad_buf;      /* n_outputs accumulated gradients */
+};
+
+/* Records a node for op with the given inputs/outputs (see dispatch). */
+ag_status ag__graph_record(ag_op_def *op, int n_inputs, ag_tensor *const *inputs,
+                           const ag_attrs *attrs, int n_outputs, ag_tensor **outputs);
+/* Reference counting of nodes; release frees whole chains iteratively. */
+void ag__node_retain(ag_node *node);
+void ag__node_release(ag_node *node);
+/* Saved input i of the node being run (borrowed); NULL if not saved. */
+ag_tensor *ag__saved(const ag_backward_ctx *ctx, int i);
+/* Whether input i of the node needs a gradient. */
+bool ag__needs_grad(const ag_backward_ctx *ctx, int i);
+/* Node being run's attributes and metas. */
+const ag_attrs *ag__bw_attrs(const ag_backward_ctx *ctx);
+const ag_meta *ag__bw_in_meta(const ag_backward_ctx *ctx, int i);
+
+/* ---- thread state (core/tensor.c) ---- */
+
+/* Creates a tensor of the given dtype and device from host data (registered in scope). */
+ag_tensor *ag__from_host(ag_dtype dtype, int ndim, const int64_t *shape, const void *data,
+                         ag_device device);
+/* 0-dim tensor with value on device (registered in scope). */
+ag_tensor *ag__scalar_on(ag_dtype dtype, double value, ag_device device);
+/* Type promotion of two dtypes (int64 < float32 < float64). */
+ag_dtype ag__promote(ag_dtype a, ag_dtype b);
+
+/* Closes this thread's scopes and frees the spare ones (process end). */
+void ag__scopes_shutdown(void);
+/* Frees the op registry's table (process end). */
+void ag__registry_shutdown(void);
+
+#endif
