@@ -117,7 +117,7 @@ ag_status ag_gradcheck(ag_gradcheck_fn fn, void *user, int n_inputs, ag_tensor *
         if (!inputs[i]->requires_grad) continue;
         any = true;
         int64_t n_out = out->numel, n_in = inputs[i]->numel;
-        size_t cells = (size_t)(n_out * n_in ? n_out * n_in : 1);
+        size_t cells = (size_t)(n_out * n_in > 0 ? n_out * n_in : 1);
         double *num = calloc(cells, sizeof *num), *ana = calloc(cells, sizeof *ana);
         st = num && ana ? AG_OK : ag__error(AG_ERR_OUT_OF_MEMORY, "gradcheck: out of memory");
         /* An output without history has an analytical Jacobian of zeros. */

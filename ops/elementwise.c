@@ -351,6 +351,18 @@ static ag_status copy_backward(ag_backward_ctx *ctx) {
 static ag_op_def op_copy = {.name = "copy", .kernel = "copy", .n_inputs = 1, .n_outputs = 1,
                             .forward = copy_forward, .backward = copy_backward};
 
+ag_status ag__copy_into(ag_tensor *dst, ag_tensor *src) {
+    if (!ag__same_device(dst->storage->device, src->storage->device)) {
+        char a[192], b[192];
+        return ag__error(AG_ERR_DEVICE, "copy: destination %s and source %s are on different devices",
+                         ag__describe(dst, a, sizeof a), ag__describe(src, b, sizeof b));
+    }
+    ag_kernel_tensor kin, kout;
+    ag__kt_broadcast(src, dst->ndim, dst->shape, &kin);
+    ag__kt(dst, &kout);
+    return ag__run_kernel(&op_copy, dst->storage->device, dst->dtype, 1, &kin, 1, &kout, NULL);
+}
+
 static ag_tensor *copy_as(ag_tensor *a, ag_dtype dtype) {
     ag_attrs at = {.ints = {dtype}};
     return unary(&op_copy, a, &at);
