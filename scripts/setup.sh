@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages ag needs, only those missing: apt-get is skipped when
+# everything is present. `--test` adds the lint tools that .ci/run uses.
+set -euo pipefail
+
+packages=(build-essential cmake pkg-config check libsubunit-dev libopenblas-openmp-dev)
+if [[ ${1:-} == --test ]]; then
+    packages+=(clang-format cppcheck)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+        missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+    sudo=(sudo)
+fi
+echo "setup: installing ${missing[*]}"
+"${sudo[@]}" apt-get update
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    "${missing[@]}"
