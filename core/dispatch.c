@@ -225,7 +225,7 @@ ag_status ag__dispatch(ag_op_def *op, int n_inputs, ag_tensor *const *inputs,
     if (st == AG_OK && ag_is_grad_enabled() && op->backward && !(op->flags & AG_OPF_NONDIFF)) {
         bool any = false;
         for (int i = 0; i < n_inputs && !any; i++)
-            any = inputs[i]->requires_grad && !(op->nondiff_inputs >> i & 1);
+            any = inputs[i]->requires_grad && !ag__input_bit(op->nondiff_inputs, i);
         if (any) st = ag__graph_record(op, n_inputs, inputs, ctx.attrs, n_outputs, outputs);
     }
     for (int j = 0; j < n_outputs; j++) {

@@ -5,7 +5,7 @@
 #include "internal.h"
 
 static _Thread_local ag_status last_status;
-static _Thread_local char last_message[1024];
+static _Thread_local char last_message[4096];
 
 static ag_status set_error(bool replace, ag_status status, const char *fmt, va_list ap) {
     if (last_status != AG_OK && !replace) return last_status;

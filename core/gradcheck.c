@@ -106,20 +106,24 @@ ag_status ag_gradcheck(ag_gradcheck_fn fn, void *user, int n_inputs, ag_tensor *
                              "float64 for precision",
                              i, ag_dtype_name(inputs[i]->dtype));
     }
-    ag_scope *scope = ag_scope_begin();
-    ag_tensor *out = fn(inputs, user);
-    ag_status st = out ? AG_OK : ag__error_if_none(AG_ERR_INVALID_ARG, "gradcheck: function returned NULL");
-    if (st == AG_OK && out->dtype != AG_F64)
-        st = ag__error(AG_ERR_DTYPE, "gradcheck: the function must return float64, got %s",
-                       ag_dtype_name(out->dtype));
+    ag_status st = AG_OK;
     bool any = false;
     for (int i = 0; i < n_inputs && st == AG_OK; i++) {
         if (!inputs[i]->requires_grad) continue;
         any = true;
-        int64_t n_out = out->numel, n_in = inputs[i]->numel;
+        /* A fresh graph per input: the numerical pass below writes into the inputs, which
+         * bumps their versions and would invalidate tensors saved by an older graph. */
+        ag_scope *scope = ag_scope_begin();
+        ag_tensor *out = fn(inputs, user);
+        st = out ? AG_OK : ag__error_if_none(AG_ERR_INVALID_ARG, "gradcheck: function returned NULL");
+        if (st == AG_OK && out->dtype != AG_F64)
+            st = ag__error(AG_ERR_DTYPE, "gradcheck: the function must return float64, got %s",
+                           ag_dtype_name(out->dtype));
+        int64_t n_out = st == AG_OK ? out->numel : 0, n_in = inputs[i]->numel;
         size_t cells = (size_t)(n_out * n_in > 0 ? n_out * n_in : 1);
         double *num = calloc(cells, sizeof *num), *ana = calloc(cells, sizeof *ana);
-        st = num && ana ? AG_OK : ag__error(AG_ERR_OUT_OF_MEMORY, "gradcheck: out of memory");
+        if (st == AG_OK && (!num || !ana))
+            st = ag__error(AG_ERR_OUT_OF_MEMORY, "gradcheck: out of memory");
         /* An output without history has an analytical Jacobian of zeros. */
         if (st == AG_OK && out->requires_grad) st = analytical(out, inputs, i, ana);
         if (st == AG_OK) st = numerical(fn, user, inputs, i, opt.eps, n_out, num);
@@ -135,10 +139,10 @@ ag_status ag_gradcheck(ag_gradcheck_fn fn, void *user, int n_inputs, ag_tensor *
             }
         free(num);
         free(ana);
+        ag_scope_end(scope);
     }
     if (st == AG_OK && !any)
         st = ag__error(AG_ERR_NO_GRAD, "gradcheck: no input requires grad");
-    ag_scope_end(scope);
     return st;
 }
 

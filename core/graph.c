@@ -62,7 +62,7 @@ ag_status ag__graph_record(ag_op_def *op, int n_inputs, ag_tensor *const *inputs
     for (int i = 0; i < n_inputs; i++) {
         ag_tensor *in = inputs[i];
         meta_of(in, &node->in_meta[i]);
-        if (in->requires_grad && !(op->nondiff_inputs >> i & 1)) {
+        if (in->requires_grad && !ag__input_bit(op->nondiff_inputs, i)) {
             if (in->grad_fn) {
                 node->edges[i].node = in->grad_fn;
                 node->edges[i].input_nr = in->output_nr;
@@ -71,7 +71,7 @@ ag_status ag__graph_record(ag_op_def *op, int n_inputs, ag_tensor *const *inputs
                 node->edges[i].leaf = ag_retain(in);
             }
         }
-        if (op->save_inputs >> (i < 32 ? i : 31) & 1) {
+        if (ag__input_bit(op->save_inputs, i)) {
             node->saved[i] = ag_retain(in);
             node->saved_version[i] = ag_version_of(in);
             node->has_saved = true;

@@ -132,6 +132,11 @@ enum {
 /* save_inputs value that saves every input (variadic ops). */
 #define AG_SAVE_ALL 0xffffffffu
 
+/* Bit i of an input mask; bit 31 stands for input 31 and every later one (variadic ops). */
+static inline bool ag__input_bit(uint32_t mask, int i) {
+    return mask >> (i < 31 ? i : 31) & 1;
+}
+
 struct ag_op_def {
     const char *name;           /* registry name, unique ("add", "myns::swish") */
     const char *kernel;         /* backend kernel it runs (NULL: forward needs none) */

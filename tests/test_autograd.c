@@ -137,6 +137,8 @@ START_TEST(create_graph_second_derivative) {
     ag_tensor *z = ag_sum(ag_pow_scalar(x, 3), 0, NULL, false);
     ck_assert_int_eq(ag_backward_ex(z, NULL, false, true), AG_OK);
     ck_assert(ag_requires_grad(ag_tensor_grad(x)));
+    /* x.grad's graph refers back to x (a cycle, as in PyTorch): clearing it frees both. */
+    ck_assert_int_eq(ag_set_grad(x, NULL), AG_OK);
 }
 END_TEST
 

@@ -66,7 +66,7 @@ ag_status ag_device_parse(const char *spec, ag_device *device);
 /* Device new tensors are created on (from AG_BACKEND at ag_init; thread-local override
  * with ag_set_default_device). */
 ag_device ag_default_device(void);
-/* Sets the default device of this thread. */
+/* Sets the default device of this thread; a negative backend removes the override. */
 void ag_set_default_device(ag_device device);
 /* Writes "cpu:0" style text for a device into buf. */
 void ag_device_str(ag_device device, char *buf, size_t size);

@@ -1,7 +1,7 @@
 /* ag backend ABI — the contract between the core (libag) and a compute backend
  * (libag_backend_<name>.so), loaded at run time with dlopen.
  *
- * Versioning (see docs/abi.md):
+ * Versioning (see docs/backends.md):
  *  - the backend exports one symbol, AG_BACKEND_ENTRY_SYMBOL, of type ag_backend_entry_fn;
  *  - the core calls it with its own ABI major/minor and gets back a function table;
  *  - the table starts with struct_size, abi_major, abi_minor and name; fields are only ever
@@ -82,9 +82,10 @@ typedef struct ag_backend_iface {
     uint32_t abi_minor;  /* AG_BACKEND_ABI_MINOR the backend was built with */
     const char *name;    /* short name, equal to <name> in libag_backend_<name>.so */
 
-    /* Brings the backend up; called once before anything else. */
+    /* Brings the backend up; called before anything else (again after shutdown if the
+     * process loads the backend anew). NULL means nothing to do. */
     ag_status (*init)(void);
-    /* Releases everything (cached buffers included); called once at process end. */
+    /* Releases everything (cached buffers included); called at process end. */
     void (*shutdown)(void);
     /* Message of the last failed call on this thread ("" if none). */
     const char *(*last_error)(void);
