@@ -45,10 +45,62 @@ static ag_status check_inplace(const char *name, ag_tensor *a, ag_tensor *b, boo
     return AG_OK;
 }
 
-static ag_tensor *inplace(const char *name, ag_tensor *a, ag_tensor *b, binary_fn fn) {
+/* Whether `op` (elementwise) may write straight into a: one dtype, b broadcastable to a's
+ * shape, no element of a aliased through a zero stride, and b not a different view of a's
+ * memory (that could read elements already overwritten). */
+static bool can_write_directly(const ag_op_def *op, const ag_tensor *a, const ag_tensor *b) {
+    if (!op || a->dtype != b->dtype || b->ndim > a->ndim ||
+        !ag__same_device(a->storage->device, b->storage->device))
+        return false;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->shape[d] > 1 && a->strides[d] == 0) return false;
+    int lead = a->ndim - b->ndim;
+    for (int d = 0; d < b->ndim; d++)
+        if (b->shape[d] != 1 && b->shape[d] != a->shape[lead + d]) return false;
+    if (b->storage == a->storage)
+        return b->offset == a->offset && b->ndim == a->ndim &&
+               memcmp(b->strides, a->strides, (size_t)a->ndim * sizeof *a->strides) == 0 &&
+               memcmp(b->shape, a->shape, (size_t)a->ndim * sizeof *a->shape) == 0;
+    return true;
+}
+
+/* A registered op found by name once, then kept: no string lookup on the hot path. */
+typedef struct op_ref {
+    const char *name; /* registry name */
+    ag_op_def *op;    /* resolved op (atomic), NULL until first use */
+} op_ref;
+
+static op_ref add_ref = {"add", NULL}, sub_ref = {"sub", NULL}, mul_ref = {"mul", NULL},
+              div_ref = {"div", NULL};
+
+static ag_op_def *resolve(op_ref *ref) {
+    if (!ref) return NULL;
+    ag_op_def *op = __atomic_load_n(&ref->op, __ATOMIC_ACQUIRE);
+    if (!op) {
+        op = ag__op_find(ref->name);
+        __atomic_store_n(&ref->op, op, __ATOMIC_RELEASE);
+    }
+    return op;
+}
+
+/* direct: the registered elementwise op computing fn, used to write into a directly when
+ * no graph is recorded (optimizer updates, gradient accumulation); NULL if none. */
+static ag_tensor *inplace(const char *name, op_ref *direct, ag_tensor *a, ag_tensor *b,
+                          binary_fn fn) {
     char da[160], db[160];
     bool record = false;
     if (check_inplace(name, a, b, &record) != AG_OK) return NULL;
+    ag_op_def *op = record ? NULL : resolve(direct);
+    if (can_write_directly(op, a, b)) {
+        ag_kernel_tensor kin[2], kout;
+        ag__kt(a, &kin[0]);
+        ag__kt_broadcast(b, a->ndim, a->shape, &kin[1]);
+        ag__kt(a, &kout);
+        if (ag__run_kernel(op, a->storage->device, a->dtype, 2, kin, 1, &kout, NULL) != AG_OK)
+            return NULL;
+        ag__bump_version(a);
+        return a;
+    }
     ag_scope *scope = ag_scope_begin();
     ag_tensor *r;
     if (record) {
@@ -75,21 +127,25 @@ static ag_tensor *inplace(const char *name, ag_tensor *a, ag_tensor *b, binary_f
     return st == AG_OK ? a : NULL;
 }
 
-static ag_tensor *scalar_inplace(const char *name, ag_tensor *a, double s, binary_fn fn) {
-    if (!a) return inplace(name, a, a, fn);
+static ag_tensor *scalar_inplace(const char *name, op_ref *direct, ag_tensor *a, double s,
+                                 binary_fn fn) {
+    if (!a) return inplace(name, direct, a, a, fn);
     ag_scope *scope = ag_scope_begin();
-    ag_tensor *r = inplace(name, a, ag__scalar_like(a, s), fn);
+    ag_tensor *r = inplace(name, direct, a, ag__scalar_like(a, s), fn);
     ag_scope_end(scope);
     return r;
 }
 
-ag_tensor *ag_add_(ag_tensor *a, ag_tensor *b) { return inplace("add_", a, b, ag_add); }
-ag_tensor *ag_sub_(ag_tensor *a, ag_tensor *b) { return inplace("sub_", a, b, ag_sub); }
-ag_tensor *ag_mul_(ag_tensor *a, ag_tensor *b) { return inplace("mul_", a, b, ag_mul); }
-ag_tensor *ag_div_(ag_tensor *a, ag_tensor *b) { return inplace("div_", a, b, ag_div); }
-ag_tensor *ag_copy_(ag_tensor *a, ag_tensor *src) { return inplace("copy_", a, src, copy_from); }
-ag_tensor *ag_add_scalar_(ag_tensor *a, double s) { return scalar_inplace("add_", a, s, ag_add); }
-ag_tensor *ag_mul_scalar_(ag_tensor *a, double s) { return scalar_inplace("mul_", a, s, ag_mul); }
+ag_tensor *ag_add_(ag_tensor *a, ag_tensor *b) { return inplace("add_", &add_ref, a, b, ag_add); }
+ag_tensor *ag_sub_(ag_tensor *a, ag_tensor *b) { return inplace("sub_", &sub_ref, a, b, ag_sub); }
+ag_tensor *ag_mul_(ag_tensor *a, ag_tensor *b) { return inplace("mul_", &mul_ref, a, b, ag_mul); }
+ag_tensor *ag_div_(ag_tensor *a, ag_tensor *b) {
+    /* Integer true division changes the dtype, so it never writes directly. */
+    return inplace("div_", a && a->dtype != AG_I64 ? &div_ref : NULL, a, b, ag_div);
+}
+ag_tensor *ag_copy_(ag_tensor *a, ag_tensor *src) { return inplace("copy_", NULL, a, src, copy_from); }
+ag_tensor *ag_add_scalar_(ag_tensor *a, double s) { return scalar_inplace("add_", &add_ref, a, s, ag_add); }
+ag_tensor *ag_mul_scalar_(ag_tensor *a, double s) { return scalar_inplace("mul_", &mul_ref, a, s, ag_mul); }
 /* fill_ writes directly: the result does not depend on a's old value, so a recorded
  * history is simply cut (a becomes a constant). */
 ag_tensor *ag_fill_(ag_tensor *a, double value) {

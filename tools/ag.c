@@ -7,6 +7,7 @@
 #include <string.h>
 #include "ag/ag.h"
 #include "backend_loader.h"
+#include "commands.h"
 
 typedef struct command {
     const char *name;                  /* word on the command line */
@@ -18,6 +19,7 @@ static int cmd_info(int argc, char **argv);
 
 static const command commands[] = {
     {"info", "show the version, the backend search path, backends and devices", cmd_info},
+    {"overhead", "measure the framework's cost per tiny op (forward, backward)", ag_cmd_overhead},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

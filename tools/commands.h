@@ -1,0 +1,9 @@
+/* Subcommands of the `ag` tool that live in their own files. Each receives argv from its
+ * own name on and returns the exit status (0 ok, 1 failure, 2 usage error). */
+#ifndef AG_TOOLS_COMMANDS_H
+#define AG_TOOLS_COMMANDS_H
+
+/* `ag overhead`: framework overhead per tiny op, forward and forward+backward. */
+int ag_cmd_overhead(int argc, char **argv);
+
+#endif
