@@ -306,7 +306,7 @@ static ag_status seed_gradient(int r, ag_tensor *root, ag_tensor *given, ag_tens
 static ag_status run_backward(int n_roots, ag_tensor *const *roots, ag_tensor *const *root_grads,
                               bool retain, bool create, capture *cap) {
     for (int r = 0; r < n_roots; r++)
-        if (!roots[r]) return ag__error(AG_ERR_INVALID_ARG, "backward: output %d is NULL", r);
+        if (!roots[r]) return ag__error_if_none(AG_ERR_INVALID_ARG, "backward: output %d is NULL", r);
     bool prev_mode = ag_set_grad_enabled(create);
     ag_scope *scope = ag_scope_begin();
     uint64_t epoch = __atomic_add_fetch(&next_epoch, 1, __ATOMIC_RELAXED);
@@ -341,10 +341,7 @@ static ag_status run_backward(int n_roots, ag_tensor *const *roots, ag_tensor *c
 }
 
 ag_status ag_backward_ex(ag_tensor *t, ag_tensor *gradient, bool retain_graph, bool create_graph) {
-    if (!t) {
-        if (ag_last_status() != AG_OK) return ag_last_status();
-        return ag__error(AG_ERR_INVALID_ARG, "backward: tensor is NULL");
-    }
+    if (!t) return ag__error_if_none(AG_ERR_INVALID_ARG, "backward: tensor is NULL");
     return run_backward(1, &t, gradient ? &gradient : NULL, retain_graph, create_graph, NULL);
 }
 
@@ -359,7 +356,7 @@ ag_status ag_grad(int n_outputs, ag_tensor *const *outputs, int n_inputs,
         return ag__error(AG_ERR_INVALID_ARG, "ag_grad: need at least one output and one input");
     for (int k = 0; k < n_inputs; k++) {
         grads[k] = NULL;
-        if (!inputs[k]) return ag__error(AG_ERR_INVALID_ARG, "ag_grad: input %d is NULL", k);
+        if (!inputs[k]) return ag__error_if_none(AG_ERR_INVALID_ARG, "ag_grad: input %d is NULL", k);
         if (!inputs[k]->requires_grad)
             return ag__error(AG_ERR_NO_GRAD,
                              "One of the differentiated Tensors (input %d) does not require grad",

@@ -160,7 +160,7 @@ const ag_meta *ag__bw_in_meta(const ag_backward_ctx *ctx, int i) {
 /* ---- autograd properties of tensors ---- */
 
 ag_status ag_set_requires_grad(ag_tensor *t, bool requires_grad) {
-    if (!t) return ag__error(AG_ERR_INVALID_ARG, "ag_set_requires_grad: tensor is NULL");
+    if (!t) return ag__error_if_none(AG_ERR_INVALID_ARG, "ag_set_requires_grad: tensor is NULL");
     if (t->grad_fn) {
         if (requires_grad) return AG_OK;
         return ag__error(AG_ERR_INVALID_ARG,
@@ -188,7 +188,7 @@ ag_tensor *ag_tensor_grad(const ag_tensor *t) {
 }
 
 ag_status ag_set_grad(ag_tensor *t, ag_tensor *grad) {
-    if (!t) return ag__error(AG_ERR_INVALID_ARG, "ag_set_grad: tensor is NULL");
+    if (!t) return ag__error_if_none(AG_ERR_INVALID_ARG, "ag_set_grad: tensor is NULL");
     if (grad && (grad->ndim != t->ndim ||
                  memcmp(grad->shape, t->shape, (size_t)t->ndim * sizeof *t->shape) != 0 ||
                  grad->dtype != t->dtype)) {
@@ -203,7 +203,7 @@ ag_status ag_set_grad(ag_tensor *t, ag_tensor *grad) {
 }
 
 ag_status ag_retain_grad(ag_tensor *t) {
-    if (!t) return ag__error(AG_ERR_INVALID_ARG, "ag_retain_grad: tensor is NULL");
+    if (!t) return ag__error_if_none(AG_ERR_INVALID_ARG, "ag_retain_grad: tensor is NULL");
     if (!t->requires_grad)
         return ag__error(AG_ERR_NO_GRAD,
                          "can't retain_grad on Tensor that has requires_grad=False");
@@ -224,7 +224,7 @@ const char *ag_grad_fn_name(const ag_tensor *t) {
 
 ag_tensor *ag_detach(ag_tensor *t) {
     if (!t) {
-        ag__error(AG_ERR_INVALID_ARG, "detach: input is NULL");
+        ag__error_if_none(AG_ERR_INVALID_ARG, "detach: input is NULL");
         return NULL;
     }
     ag_tensor *d = ag__tensor_view(t, t->ndim, t->shape, t->strides, t->offset);
@@ -235,7 +235,7 @@ ag_tensor *ag_detach(ag_tensor *t) {
 
 uint64_t ag_register_hook(ag_tensor *t, ag_grad_hook_fn fn, void *user) {
     if (!t || !fn) {
-        ag__error(AG_ERR_INVALID_ARG, "ag_register_hook: NULL %s", t ? "function" : "tensor");
+        ag__error_if_none(AG_ERR_INVALID_ARG, "ag_register_hook: NULL %s", t ? "function" : "tensor");
         return 0;
     }
     if (!t->requires_grad) {
@@ -259,7 +259,7 @@ uint64_t ag_register_hook(ag_tensor *t, ag_grad_hook_fn fn, void *user) {
 }
 
 ag_status ag_remove_hook(ag_tensor *t, uint64_t handle) {
-    if (!t) return ag__error(AG_ERR_INVALID_ARG, "ag_remove_hook: tensor is NULL");
+    if (!t) return ag__error_if_none(AG_ERR_INVALID_ARG, "ag_remove_hook: tensor is NULL");
     for (ag_hook **list = t->grad_fn ? &t->grad_fn->hooks : &t->hooks; *list;
          list = &(*list)->next) {
         if ((*list)->handle != handle) continue;

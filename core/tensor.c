@@ -250,7 +250,7 @@ ag_tensor *ag_from_i64(const int64_t *data, int ndim, const int64_t *shape) {
 
 ag_status ag_to_host(const ag_tensor *t, void *data, size_t bytes) {
     if (!t || !data)
-        return ag__error(AG_ERR_INVALID_ARG, "ag_to_host: %s is NULL", t ? "data" : "tensor");
+        return ag__error_if_none(AG_ERR_INVALID_ARG, "ag_to_host: %s is NULL", t ? "data" : "tensor");
     size_t need = (size_t)t->numel * ag_dtype_size(t->dtype);
     if (bytes < need)
         return ag__error(AG_ERR_INVALID_ARG, "ag_to_host: buffer of %zu bytes, tensor needs %zu",
@@ -286,7 +286,7 @@ void *ag_data_ptr(const ag_tensor *t) {
 }
 
 ag_status ag_item(const ag_tensor *t, double *value) {
-    if (!t || !value) return ag__error(AG_ERR_INVALID_ARG, "ag_item: NULL argument");
+    if (!t || !value) return ag__error_if_none(AG_ERR_INVALID_ARG, "ag_item: NULL argument");
     if (t->numel != 1) {
         char shape[160];
         return ag__error(AG_ERR_SHAPE,

@@ -13,11 +13,14 @@ ag_status ag__register_all(ag_op_def *const *ops, int n) {
     return AG_OK;
 }
 
+typedef ag_status (*register_fn)(void);
+
+static const register_fn groups[] = {
+    ag__register_creation_ops, ag__register_elementwise_ops, ag__register_reduce_ops,
+    ag__register_linalg_ops,   ag__register_view_ops,        ag__register_index_ops,
+};
+
 __attribute__((constructor)) static void register_builtin_ops(void) {
-    ag_status (*const groups[])(void) = {
-        ag__register_creation_ops, ag__register_elementwise_ops, ag__register_reduce_ops,
-        ag__register_linalg_ops,   ag__register_view_ops,        ag__register_index_ops,
-    };
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
         if (groups[i]() != AG_OK) {
             /* Two built-in ops with one name is a build defect, not a user error. */

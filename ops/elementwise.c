@@ -68,9 +68,12 @@ static ag_status div_backward(ag_backward_ctx *ctx) {
 
 static ag_status pow_backward(ag_backward_ctx *ctx) {
     ag_tensor *g = GRAD_OUT(ctx), *a = SAVED(ctx, 0), *b = SAVED(ctx, 1);
-    if (NEEDS(ctx, 0))
-        ctx->grad_inputs[0] = ag__sum_to_input(
-            ctx, 0, ag_mul(g, ag_mul(b, ag_pow(a, ag_sub(b, ag__scalar_like(b, 1.0))))));
+    if (NEEDS(ctx, 0)) {
+        /* b * a^(b-1) is 0 * 0^-1 = NaN at b == 0; PyTorch defines the derivative as 0. */
+        ag_tensor *zero = ag__scalar_like(b, 0.0);
+        ag_tensor *d = ag_mul(b, ag_pow(a, ag_sub(b, ag__scalar_like(b, 1.0))));
+        ctx->grad_inputs[0] = ag__sum_to_input(ctx, 0, ag_mul(g, ag_where(ag_eq(b, zero), zero, d)));
+    }
     if (NEEDS(ctx, 1)) {
         /* d/db a^b = a^b log a; PyTorch defines it as 0 where a == 0 (and b >= 0). */
         ag_tensor *zero = ag__scalar_like(a, 0.0);
