@@ -15,9 +15,9 @@ static uint64_t next_epoch; /* atomic: one per backward pass */
 
 /* What a pass collects for ag_grad; NULL for ag_backward. */
 typedef struct capture {
-    int n;                 /* number of inputs */
+    int n;                    /* number of inputs */
     ag_tensor *const *inputs; /* tensors whose gradients are wanted */
-    ag_tensor **grads;     /* gradient found for each (strong) */
+    ag_tensor **grads;        /* gradient found for each (strong) */
 } capture;
 
 /* A growable array of nodes. */
@@ -83,8 +83,8 @@ static ag_status run_hooks(ag_hook *hooks, int output_nr, ag_tensor **grad) {
  * differentiable .grad is kept. */
 static ag_status accumulate_grad(ag_tensor *t, ag_tensor *g, bool create_graph) {
     if (!t->grad) {
-        if (create_graph || (g->refcount == 1 && !g->is_view && ag_is_contiguous(g) &&
-                             !g->grad_fn)) {
+        if (create_graph ||
+            (g->refcount == 1 && !g->is_view && ag_is_contiguous(g) && !g->grad_fn)) {
             t->grad = ag_retain(g);
             return AG_OK;
         }
@@ -184,9 +184,11 @@ static ag_status gather_output_grads(ag_node *n, capture *cap, ag_tensor **grads
 /* Runs one node's backward and routes its input gradients; pushes newly ready nodes. */
 static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, node_list *ready) {
     ag_tensor *out_grads[16] = {0}, *in_grads_buf[16] = {0};
-    ag_tensor **out_g = n->n_outputs <= 16 ? out_grads : calloc((size_t)n->n_outputs, sizeof *out_g);
+    ag_tensor **out_g =
+        n->n_outputs <= 16 ? out_grads : calloc((size_t)n->n_outputs, sizeof *out_g);
     ag_tensor **in_g = n->n_inputs <= 16 ? in_grads_buf : calloc((size_t)n->n_inputs, sizeof *in_g);
-    ag_status st = out_g && in_g ? AG_OK : ag__error(AG_ERR_OUT_OF_MEMORY, "backward: out of memory");
+    ag_status st =
+        out_g && in_g ? AG_OK : ag__error(AG_ERR_OUT_OF_MEMORY, "backward: out of memory");
     if (st == AG_OK) st = gather_output_grads(n, cap, out_g);
     bool have_grads = st == AG_OK && n->n_outputs > 0 && out_g[0];
     if (have_grads) st = check_saved(n);
@@ -204,8 +206,9 @@ static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, no
                 st = ag__error(AG_ERR_INTERNAL,
                                "%s backward returned a gradient of shape %s for input %d of "
                                "shape %s",
-                               n->op->name, ag__shape_fmt(a, sizeof a, in_g[i]->ndim, in_g[i]->shape),
-                               i, ag__shape_fmt(b, sizeof b, n->in_meta[i].ndim, n->in_meta[i].shape));
+                               n->op->name,
+                               ag__shape_fmt(a, sizeof a, in_g[i]->ndim, in_g[i]->shape), i,
+                               ag__shape_fmt(b, sizeof b, n->in_meta[i].ndim, n->in_meta[i].shape));
             }
             ag_retain(in_g[i]);
         }
@@ -294,7 +297,8 @@ static ag_status seed_gradient(int r, ag_tensor *root, ag_tensor *given, ag_tens
                          "has a shape of %s.",
                          r, ag__shape_fmt(a, sizeof a, given->ndim, given->shape), r,
                          ag__shape_fmt(b, sizeof b, root->ndim, root->shape));
-    if (given->dtype != root->dtype || !ag__same_device(given->storage->device, root->storage->device))
+    if (given->dtype != root->dtype ||
+        !ag__same_device(given->storage->device, root->storage->device))
         return ag__error(AG_ERR_DTYPE,
                          "grad_output[%d] is %s but output[%d] is %s: expected the same dtype "
                          "and device",
@@ -306,7 +310,8 @@ static ag_status seed_gradient(int r, ag_tensor *root, ag_tensor *given, ag_tens
 static ag_status run_backward(int n_roots, ag_tensor *const *roots, ag_tensor *const *root_grads,
                               bool retain, bool create, capture *cap) {
     for (int r = 0; r < n_roots; r++)
-        if (!roots[r]) return ag__error_if_none(AG_ERR_INVALID_ARG, "backward: output %d is NULL", r);
+        if (!roots[r])
+            return ag__error_if_none(AG_ERR_INVALID_ARG, "backward: output %d is NULL", r);
     bool prev_mode = ag_set_grad_enabled(create);
     ag_scope *scope = ag_scope_begin();
     uint64_t epoch = __atomic_add_fetch(&next_epoch, 1, __ATOMIC_RELAXED);
@@ -326,7 +331,8 @@ static ag_status run_backward(int n_roots, ag_tensor *const *roots, ag_tensor *c
     }
     for (size_t i = 0; i < seen.count && st == AG_OK; i++)
         if (seen.items[i]->deps == 0) st = list_push(&ready, seen.items[i]);
-    while (st == AG_OK && ready.count) st = run_node(ready.items[--ready.count], cap, retain, create, &ready);
+    while (st == AG_OK && ready.count)
+        st = run_node(ready.items[--ready.count], cap, retain, create, &ready);
     /* After an error, unreached nodes may still hold partial gradients. */
     for (size_t i = 0; i < seen.count; i++)
         for (int j = 0; j < seen.items[i]->n_outputs; j++) {
@@ -349,14 +355,15 @@ ag_status ag_backward(ag_tensor *t, ag_tensor *gradient) {
     return ag_backward_ex(t, gradient, false, false);
 }
 
-ag_status ag_grad(int n_outputs, ag_tensor *const *outputs, int n_inputs,
-                  ag_tensor *const *inputs, ag_tensor *const *grad_outputs, bool retain_graph,
-                  bool create_graph, bool allow_unused, ag_tensor **grads) {
+ag_status ag_grad(int n_outputs, ag_tensor *const *outputs, int n_inputs, ag_tensor *const *inputs,
+                  ag_tensor *const *grad_outputs, bool retain_graph, bool create_graph,
+                  bool allow_unused, ag_tensor **grads) {
     if (n_outputs < 1 || n_inputs < 1 || !outputs || !inputs || !grads)
         return ag__error(AG_ERR_INVALID_ARG, "ag_grad: need at least one output and one input");
     for (int k = 0; k < n_inputs; k++) {
         grads[k] = NULL;
-        if (!inputs[k]) return ag__error_if_none(AG_ERR_INVALID_ARG, "ag_grad: input %d is NULL", k);
+        if (!inputs[k])
+            return ag__error_if_none(AG_ERR_INVALID_ARG, "ag_grad: input %d is NULL", k);
         if (!inputs[k]->requires_grad)
             return ag__error(AG_ERR_NO_GRAD,
                              "One of the differentiated Tensors (input %d) does not require grad",

@@ -105,11 +105,10 @@ ag_status ag__run_kernel(ag_op_def *op, ag_device device, ag_dtype key, int n_in
         __atomic_store_n(&op->kernel_cache[device.backend][key], fn, __ATOMIC_RELEASE);
     }
     static const ag_attrs no_attrs;
-    ag_kernel_args args = {sizeof args, device.index, n_in, n_out, in, out,
-                           attrs ? attrs : &no_attrs};
+    ag_kernel_args args = {
+        sizeof args, device.index, n_in, n_out, in, out, attrs ? attrs : &no_attrs};
     ag_status st = fn(&args);
-    if (st != AG_OK)
-        return ag__error(st, "%s: %s", op->name, be->iface.last_error());
+    if (st != AG_OK) return ag__error(st, "%s: %s", op->name, be->iface.last_error());
     return AG_OK;
 }
 
@@ -184,8 +183,8 @@ ag_status ag__forward_reduce(ag_op_ctx *ctx) {
     ag_kernel_tensor kin, kout;
     ag__kt(in, &kin);
     ag__kt(out, &kout);
-    ag_status st = ag__run_kernel((ag_op_def *)ctx->op, in->storage->device, in->dtype, 1, &kin,
-                                  1, &kout, ctx->attrs);
+    ag_status st = ag__run_kernel((ag_op_def *)ctx->op, in->storage->device, in->dtype, 1, &kin, 1,
+                                  &kout, ctx->attrs);
     if (st != AG_OK) {
         ag_release(out);
         return st;
@@ -204,8 +203,8 @@ ag_status ag__forward_reduce(ag_op_ctx *ctx) {
 
 /* ---- dispatch ---- */
 
-ag_status ag__dispatch(ag_op_def *op, int n_inputs, ag_tensor *const *inputs,
-                       const ag_attrs *attrs, int n_outputs, ag_tensor **outputs) {
+ag_status ag__dispatch(ag_op_def *op, int n_inputs, ag_tensor *const *inputs, const ag_attrs *attrs,
+                       int n_outputs, ag_tensor **outputs) {
     static const ag_attrs no_attrs;
     for (int j = 0; j < n_outputs; j++) outputs[j] = NULL;
     for (int i = 0; i < n_inputs; i++)

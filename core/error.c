@@ -47,8 +47,8 @@ void ag_clear_error(void) {
 char *ag__shape_fmt(char *buf, size_t size, int ndim, const int64_t *shape) {
     size_t used = (size_t)snprintf(buf, size, "[");
     for (int d = 0; d < ndim && used < size; d++)
-        used += (size_t)snprintf(buf + used, size - used, "%s%lld", d ? ", " : "",
-                                 (long long)shape[d]);
+        used +=
+            (size_t)snprintf(buf + used, size - used, "%s%lld", d ? ", " : "", (long long)shape[d]);
     if (used < size) snprintf(buf + used, size - used, "]");
     return buf;
 }
@@ -71,30 +71,40 @@ void ag__log_debug(const char *fmt, ...) {
 
 size_t ag_dtype_size(ag_dtype dtype) {
     switch (dtype) {
-    case AG_F32: return 4;
-    case AG_F64: return 8;
-    case AG_I64: return 8;
-    default: return 0;
+    case AG_F32:
+        return 4;
+    case AG_F64:
+        return 8;
+    case AG_I64:
+        return 8;
+    default:
+        return 0;
     }
 }
 
 const char *ag_dtype_name(ag_dtype dtype) {
     switch (dtype) {
-    case AG_F32: return "float32";
-    case AG_F64: return "float64";
-    case AG_I64: return "int64";
-    case AG_F16: return "float16";
-    case AG_BF16: return "bfloat16";
-    default: return "invalid";
+    case AG_F32:
+        return "float32";
+    case AG_F64:
+        return "float64";
+    case AG_I64:
+        return "int64";
+    case AG_F16:
+        return "float16";
+    case AG_BF16:
+        return "bfloat16";
+    default:
+        return "invalid";
     }
 }
 
 const char *ag_status_name(ag_status status) {
     static const char *const names[] = {
-        "AG_OK",           "AG_ERR_INVALID_ARG", "AG_ERR_SHAPE",         "AG_ERR_DTYPE",
-        "AG_ERR_DEVICE",   "AG_ERR_UNSUPPORTED", "AG_ERR_OUT_OF_MEMORY", "AG_ERR_BACKEND_LOAD",
-        "AG_ERR_ABI",      "AG_ERR_GRAPH_FREED", "AG_ERR_INPLACE",       "AG_ERR_NO_GRAD",
-        "AG_ERR_INDEX",    "AG_ERR_UNIMPLEMENTED", "AG_ERR_INTERNAL",    "AG_ERR_GRADCHECK",
+        "AG_OK",         "AG_ERR_INVALID_ARG",   "AG_ERR_SHAPE",         "AG_ERR_DTYPE",
+        "AG_ERR_DEVICE", "AG_ERR_UNSUPPORTED",   "AG_ERR_OUT_OF_MEMORY", "AG_ERR_BACKEND_LOAD",
+        "AG_ERR_ABI",    "AG_ERR_GRAPH_FREED",   "AG_ERR_INPLACE",       "AG_ERR_NO_GRAD",
+        "AG_ERR_INDEX",  "AG_ERR_UNIMPLEMENTED", "AG_ERR_INTERNAL",      "AG_ERR_GRADCHECK",
         "AG_ERR_IO",
     };
     if ((unsigned)status < sizeof names / sizeof names[0]) return names[status];

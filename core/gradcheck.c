@@ -72,7 +72,8 @@ static ag_status analytical(ag_tensor *out, ag_tensor *const *inputs, int i, dou
     int64_t n_out = out->numel;
     double *onehot = calloc((size_t)(n_out ? n_out : 1), sizeof *onehot);
     double *g = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *g);
-    ag_status st = onehot && g ? AG_OK : ag__error(AG_ERR_OUT_OF_MEMORY, "gradcheck: out of memory");
+    ag_status st =
+        onehot && g ? AG_OK : ag__error(AG_ERR_OUT_OF_MEMORY, "gradcheck: out of memory");
     for (int64_t k = 0; k < n_out && st == AG_OK; k++) {
         ag_scope *scope = ag_scope_begin();
         onehot[k] = 1;
@@ -99,7 +100,8 @@ ag_status ag_gradcheck(ag_gradcheck_fn fn, void *user, int n_inputs, ag_tensor *
     if (!fn || n_inputs < 1 || !inputs)
         return ag__error(AG_ERR_INVALID_ARG, "gradcheck: need a function and inputs");
     for (int i = 0; i < n_inputs; i++) {
-        if (!inputs[i]) return ag__error_if_none(AG_ERR_INVALID_ARG, "gradcheck: input %d is NULL", i);
+        if (!inputs[i])
+            return ag__error_if_none(AG_ERR_INVALID_ARG, "gradcheck: input %d is NULL", i);
         if (inputs[i]->requires_grad && inputs[i]->dtype != AG_F64)
             return ag__error(AG_ERR_DTYPE,
                              "gradcheck: input %d requires grad but is %s; gradcheck needs "
@@ -115,7 +117,8 @@ ag_status ag_gradcheck(ag_gradcheck_fn fn, void *user, int n_inputs, ag_tensor *
          * bumps their versions and would invalidate tensors saved by an older graph. */
         ag_scope *scope = ag_scope_begin();
         ag_tensor *out = fn(inputs, user);
-        st = out ? AG_OK : ag__error_if_none(AG_ERR_INVALID_ARG, "gradcheck: function returned NULL");
+        st = out ? AG_OK
+                 : ag__error_if_none(AG_ERR_INVALID_ARG, "gradcheck: function returned NULL");
         if (st == AG_OK && out->dtype != AG_F64)
             st = ag__error(AG_ERR_DTYPE, "gradcheck: the function must return float64, got %s",
                            ag_dtype_name(out->dtype));
@@ -141,8 +144,7 @@ ag_status ag_gradcheck(ag_gradcheck_fn fn, void *user, int n_inputs, ag_tensor *
         free(ana);
         ag_scope_end(scope);
     }
-    if (st == AG_OK && !any)
-        st = ag__error(AG_ERR_NO_GRAD, "gradcheck: no input requires grad");
+    if (st == AG_OK && !any) st = ag__error(AG_ERR_NO_GRAD, "gradcheck: no input requires grad");
     return st;
 }
 
@@ -171,14 +173,16 @@ static ag_tensor *vjp_flat(ag_tensor *const *args, void *user) {
     return ag_cat(m, flat, 0);
 }
 
-ag_status ag_gradgradcheck(ag_gradcheck_fn fn, void *user, int n_inputs,
-                           ag_tensor *const *inputs, const ag_gradcheck_options *options) {
+ag_status ag_gradgradcheck(ag_gradcheck_fn fn, void *user, int n_inputs, ag_tensor *const *inputs,
+                           const ag_gradcheck_options *options) {
     if (!fn || n_inputs < 1 || n_inputs >= AG_MAX_DIMS * 4 || !inputs)
         return ag__error(AG_ERR_INVALID_ARG, "gradgradcheck: need a function and 1..%d inputs",
                          AG_MAX_DIMS * 4 - 1);
     ag_scope *scope = ag_scope_begin();
     ag_tensor *out = fn(inputs, user);
-    ag_status st = out ? AG_OK : ag__error_if_none(AG_ERR_INVALID_ARG, "gradgradcheck: function returned NULL");
+    ag_status st =
+        out ? AG_OK
+            : ag__error_if_none(AG_ERR_INVALID_ARG, "gradgradcheck: function returned NULL");
     if (st == AG_OK) {
         /* A fixed generator: the check must be reproducible run to run. */
         ag_generator *gen = ag_generator_new(1234);

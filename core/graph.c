@@ -27,8 +27,9 @@ static void meta_of(const ag_tensor *t, ag_meta *m) {
 
 /* One allocation holds the node and all its per-input/per-output arrays. */
 static ag_node *node_new(ag_op_def *op, int n_in, int n_out) {
-    size_t size = sizeof(ag_node) + (size_t)n_in * (sizeof(ag_edge) + sizeof(ag_meta) +
-                                                     sizeof(ag_tensor *) + sizeof(uint64_t)) +
+    size_t size = sizeof(ag_node) +
+                  (size_t)n_in *
+                      (sizeof(ag_edge) + sizeof(ag_meta) + sizeof(ag_tensor *) + sizeof(uint64_t)) +
                   (size_t)n_out * (sizeof(ag_meta) + sizeof(ag_tensor *));
     ag_node *n = calloc(1, size);
     if (!n) return NULL;
@@ -235,7 +236,8 @@ ag_tensor *ag_detach(ag_tensor *t) {
 
 uint64_t ag_register_hook(ag_tensor *t, ag_grad_hook_fn fn, void *user) {
     if (!t || !fn) {
-        ag__error_if_none(AG_ERR_INVALID_ARG, "ag_register_hook: NULL %s", t ? "function" : "tensor");
+        ag__error_if_none(AG_ERR_INVALID_ARG, "ag_register_hook: NULL %s",
+                          t ? "function" : "tensor");
         return 0;
     }
     if (!t->requires_grad) {

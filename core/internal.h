@@ -60,11 +60,11 @@ typedef struct ag_storage {
 
 /* A gradient hook on a leaf tensor or a graph node output. */
 typedef struct ag_hook {
-    uint64_t handle;       /* returned by ag_register_hook */
-    int output_nr;         /* node output it watches (0 for leaves) */
-    ag_grad_hook_fn fn;    /* the user function */
-    void *user;            /* its argument */
-    struct ag_hook *next;  /* next hook, in registration order */
+    uint64_t handle;      /* returned by ag_register_hook */
+    int output_nr;        /* node output it watches (0 for leaves) */
+    ag_grad_hook_fn fn;   /* the user function */
+    void *user;           /* its argument */
+    struct ag_hook *next; /* next hook, in registration order */
 } ag_hook;
 
 struct ag_tensor {
@@ -89,8 +89,8 @@ struct ag_tensor {
  * scope; the caller owns the reference). */
 ag_tensor *ag__tensor_alloc(ag_dtype dtype, int ndim, const int64_t *shape, ag_device device);
 /* A new tensor struct viewing `base`'s storage with the given geometry (not registered). */
-ag_tensor *ag__tensor_view(ag_tensor *base, int ndim, const int64_t *shape,
-                           const int64_t *strides, int64_t offset);
+ag_tensor *ag__tensor_view(ag_tensor *base, int ndim, const int64_t *shape, const int64_t *strides,
+                           int64_t offset);
 /* Hands a fresh reference to the innermost scope (if one is open); returns t. */
 ag_tensor *ag__scope_adopt(ag_tensor *t);
 /* Contiguous strides of shape; returns numel. */
@@ -108,20 +108,20 @@ ag_status ag__wrap_dim(const char *op, int dim, int ndim, int *out);
 
 /* Everything an op's forward sees. */
 typedef struct ag_op_ctx {
-    const ag_op_def *op;         /* the op being run */
-    int n_inputs;                /* number of inputs */
-    ag_tensor *const *inputs;    /* inputs (never NULL entries) */
-    const ag_attrs *attrs;       /* attributes */
-    int n_outputs;               /* number of outputs */
-    ag_tensor **outputs;         /* forward stores new (unregistered) references here */
+    const ag_op_def *op;      /* the op being run */
+    int n_inputs;             /* number of inputs */
+    ag_tensor *const *inputs; /* inputs (never NULL entries) */
+    const ag_attrs *attrs;    /* attributes */
+    int n_outputs;            /* number of outputs */
+    ag_tensor **outputs;      /* forward stores new (unregistered) references here */
 } ag_op_ctx;
 
 /* Everything an op's backward sees. Backward functions are written in ag ops so they can
  * be differentiated again; they run with grad mode = create_graph. */
 typedef struct ag_backward_ctx {
-    ag_node *node;                    /* the node being run */
-    ag_tensor *const *grad_outputs;   /* one per output, never NULL (zeros if unused) */
-    ag_tensor **grad_inputs;          /* backward stores one result per input it needs */
+    ag_node *node;                  /* the node being run */
+    ag_tensor *const *grad_outputs; /* one per output, never NULL (zeros if unused) */
+    ag_tensor **grad_inputs;        /* backward stores one result per input it needs */
 } ag_backward_ctx;
 
 /* Op flags. */
@@ -138,17 +138,17 @@ static inline bool ag__input_bit(uint32_t mask, int i) {
 }
 
 struct ag_op_def {
-    const char *name;           /* registry name, unique ("add", "myns::swish") */
-    const char *kernel;         /* backend kernel it runs (NULL: forward needs none) */
-    int n_inputs;               /* number of inputs; -1 for variadic (cat, stack) */
-    int n_outputs;              /* number of outputs */
-    uint32_t flags;             /* AG_OPF_* */
-    uint32_t save_inputs;       /* bit i: input i is saved for backward */
-    uint32_t nondiff_inputs;    /* bit i: input i never gets a gradient (indices) */
-    ag_status (*forward)(ag_op_ctx *ctx);        /* computes outputs */
+    const char *name;                     /* registry name, unique ("add", "myns::swish") */
+    const char *kernel;                   /* backend kernel it runs (NULL: forward needs none) */
+    int n_inputs;                         /* number of inputs; -1 for variadic (cat, stack) */
+    int n_outputs;                        /* number of outputs */
+    uint32_t flags;                       /* AG_OPF_* */
+    uint32_t save_inputs;                 /* bit i: input i is saved for backward */
+    uint32_t nondiff_inputs;              /* bit i: input i never gets a gradient (indices) */
+    ag_status (*forward)(ag_op_ctx *ctx); /* computes outputs */
     ag_status (*backward)(ag_backward_ctx *ctx); /* NULL: not differentiable */
     /* Filled by the registry: */
-    int id;                                             /* registry index */
+    int id;                                                     /* registry index */
     ag_kernel_fn kernel_cache[AG_MAX_BACKENDS][AG_DTYPE_COUNT]; /* resolved kernels */
 };
 
@@ -162,8 +162,8 @@ ag_op_def *ag__op_at(int i);
 
 /* Runs an op: checks inputs (NULL, devices), calls forward, records the graph when grad
  * mode is on and an input requires grad, and hands outputs to the current scope. */
-ag_status ag__dispatch(ag_op_def *op, int n_inputs, ag_tensor *const *inputs,
-                       const ag_attrs *attrs, int n_outputs, ag_tensor **outputs);
+ag_status ag__dispatch(ag_op_def *op, int n_inputs, ag_tensor *const *inputs, const ag_attrs *attrs,
+                       int n_outputs, ag_tensor **outputs);
 /* ag__dispatch for single-output ops; NULL on error. */
 ag_tensor *ag__dispatch1(ag_op_def *op, int n_inputs, ag_tensor *const *inputs,
                          const ag_attrs *attrs);
@@ -196,31 +196,31 @@ typedef struct ag_meta {
 
 /* Where a gradient goes: another node's output, or a leaf's .grad. */
 typedef struct ag_edge {
-    ag_node *node;    /* creator of the input (strong), or NULL */
-    int input_nr;     /* output index of that node */
-    ag_tensor *leaf;  /* leaf requiring grad (strong), or NULL */
+    ag_node *node;   /* creator of the input (strong), or NULL */
+    int input_nr;    /* output index of that node */
+    ag_tensor *leaf; /* leaf requiring grad (strong), or NULL */
 } ag_edge;
 
 struct ag_node {
-    int refcount;              /* atomic: outputs + downstream edges */
-    ag_op_def *op;             /* the recorded op */
-    ag_attrs attrs;            /* its attributes */
-    uint64_t seq;              /* creation order (later nodes first in backward) */
-    int n_inputs;              /* inputs (= edges) */
-    int n_outputs;             /* outputs */
-    ag_edge *edges;            /* n_inputs edges */
-    ag_meta *in_meta;          /* n_inputs metas */
-    ag_meta *out_meta;         /* n_outputs metas */
-    ag_tensor **saved;         /* n_inputs entries, NULL where not saved */
-    uint64_t *saved_version;   /* version of each saved tensor at save time */
-    bool has_saved;            /* anything saved at all */
-    bool saved_freed;          /* saved tensors released by a backward without retain */
-    ag_hook *hooks;            /* hooks on outputs (non-leaf tensor hooks) */
-    ag_tensor **retained;      /* n_outputs weak pointers of retain_grad tensors */
+    int refcount;            /* atomic: outputs + downstream edges */
+    ag_op_def *op;           /* the recorded op */
+    ag_attrs attrs;          /* its attributes */
+    uint64_t seq;            /* creation order (later nodes first in backward) */
+    int n_inputs;            /* inputs (= edges) */
+    int n_outputs;           /* outputs */
+    ag_edge *edges;          /* n_inputs edges */
+    ag_meta *in_meta;        /* n_inputs metas */
+    ag_meta *out_meta;       /* n_outputs metas */
+    ag_tensor **saved;       /* n_inputs entries, NULL where not saved */
+    uint64_t *saved_version; /* version of each saved tensor at save time */
+    bool has_saved;          /* anything saved at all */
+    bool saved_freed;        /* saved tensors released by a backward without retain */
+    ag_hook *hooks;          /* hooks on outputs (non-leaf tensor hooks) */
+    ag_tensor **retained;    /* n_outputs weak pointers of retain_grad tensors */
     /* engine scratch, valid during one backward */
-    uint64_t epoch;            /* backward pass that last visited the node */
-    int deps;                  /* pending downstream contributions */
-    ag_tensor **grad_buf;      /* n_outputs accumulated gradients */
+    uint64_t epoch;       /* backward pass that last visited the node */
+    int deps;             /* pending downstream contributions */
+    ag_tensor **grad_buf; /* n_outputs accumulated gradients */
 };
 
 /* Records a node for op with the given inputs/outputs (see dispatch). */

@@ -104,8 +104,8 @@ ag_tensor *ag_rand(ag_generator *gen, ag_dtype dtype, int ndim, const int64_t *s
     return sample(gen, dtype, ndim, shape, DIST_UNIFORM, 0.0, 1.0);
 }
 
-ag_tensor *ag_uniform(ag_generator *gen, ag_dtype dtype, int ndim, const int64_t *shape,
-                      double low, double high) {
+ag_tensor *ag_uniform(ag_generator *gen, ag_dtype dtype, int ndim, const int64_t *shape, double low,
+                      double high) {
     return sample(gen, dtype, ndim, shape, DIST_UNIFORM, low, high);
 }
 

@@ -78,8 +78,8 @@ static ag_status check_geometry(ag_dtype dtype, int ndim, const int64_t *shape) 
     if (ndim && !shape) return ag__error(AG_ERR_INVALID_ARG, "shape is NULL for %d dims", ndim);
     for (int d = 0; d < ndim; d++)
         if (shape[d] < 0)
-            return ag__error(AG_ERR_SHAPE, "negative extent %lld in dim %d",
-                             (long long)shape[d], d);
+            return ag__error(AG_ERR_SHAPE, "negative extent %lld in dim %d", (long long)shape[d],
+                             d);
     return AG_OK;
 }
 
@@ -96,8 +96,8 @@ ag_tensor *ag__tensor_alloc(ag_dtype dtype, int ndim, const int64_t *shape, ag_d
     return t;
 }
 
-ag_tensor *ag__tensor_view(ag_tensor *base, int ndim, const int64_t *shape,
-                           const int64_t *strides, int64_t offset) {
+ag_tensor *ag__tensor_view(ag_tensor *base, int ndim, const int64_t *shape, const int64_t *strides,
+                           int64_t offset) {
     ag_tensor *t = tensor_struct_new(base->dtype, ndim, shape);
     if (!t) return NULL;
     if (ndim) memcpy(t->strides, strides, (size_t)ndim * sizeof *strides);
@@ -250,7 +250,8 @@ ag_tensor *ag_from_i64(const int64_t *data, int ndim, const int64_t *shape) {
 
 ag_status ag_to_host(const ag_tensor *t, void *data, size_t bytes) {
     if (!t || !data)
-        return ag__error_if_none(AG_ERR_INVALID_ARG, "ag_to_host: %s is NULL", t ? "data" : "tensor");
+        return ag__error_if_none(AG_ERR_INVALID_ARG, "ag_to_host: %s is NULL",
+                                 t ? "data" : "tensor");
     size_t need = (size_t)t->numel * ag_dtype_size(t->dtype);
     if (bytes < need)
         return ag__error(AG_ERR_INVALID_ARG, "ag_to_host: buffer of %zu bytes, tensor needs %zu",
@@ -289,9 +290,9 @@ ag_status ag_item(const ag_tensor *t, double *value) {
     if (!t || !value) return ag__error_if_none(AG_ERR_INVALID_ARG, "ag_item: NULL argument");
     if (t->numel != 1) {
         char shape[160];
-        return ag__error(AG_ERR_SHAPE,
-                         "a Tensor with %lld elements cannot be converted to Scalar (shape %s)",
-                         (long long)t->numel, ag__shape_fmt(shape, sizeof shape, t->ndim, t->shape));
+        return ag__error(
+            AG_ERR_SHAPE, "a Tensor with %lld elements cannot be converted to Scalar (shape %s)",
+            (long long)t->numel, ag__shape_fmt(shape, sizeof shape, t->ndim, t->shape));
     }
     union {
         float f;

@@ -24,8 +24,11 @@ static ag_status full_like_forward(ag_op_ctx *ctx) {
     ctx->outputs[0] = out;
     return AG_OK;
 }
-static ag_op_def op_full_like = {.name = "full_like", .kernel = "fill", .n_inputs = 1,
-                                 .n_outputs = 1, .flags = AG_OPF_NONDIFF,
+static ag_op_def op_full_like = {.name = "full_like",
+                                 .kernel = "fill",
+                                 .n_inputs = 1,
+                                 .n_outputs = 1,
+                                 .flags = AG_OPF_NONDIFF,
                                  .forward = full_like_forward};
 
 ag_status ag__fill(ag_tensor *t, double value) {
@@ -98,14 +101,17 @@ static ag_status arange_forward(ag_op_ctx *ctx) {
     ctx->outputs[0] = out;
     return AG_OK;
 }
-static ag_op_def op_arange = {.name = "arange", .kernel = "arange", .n_inputs = 0,
-                              .n_outputs = 1, .flags = AG_OPF_NONDIFF,
+static ag_op_def op_arange = {.name = "arange",
+                              .kernel = "arange",
+                              .n_inputs = 0,
+                              .n_outputs = 1,
+                              .flags = AG_OPF_NONDIFF,
                               .forward = arange_forward};
 
 ag_tensor *ag_arange(ag_dtype dtype, double start, double end, double step) {
     if (step == 0 || !isfinite(start) || !isfinite(end) || !isfinite(step)) {
-        ag__error(AG_ERR_INVALID_ARG, "arange: invalid range start=%g end=%g step=%g", start,
-                  end, step);
+        ag__error(AG_ERR_INVALID_ARG, "arange: invalid range start=%g end=%g step=%g", start, end,
+                  step);
         return NULL;
     }
     double count = ceil((end - start) / step);

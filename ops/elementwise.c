@@ -29,8 +29,8 @@ static ag_tensor *binary(ag_op_def *op, ag_tensor *a, ag_tensor *b, bool float_r
     if (float_result && dt == AG_I64) dt = AG_F32; /* true division, as torch.div */
     if (a->dtype == dt && b->dtype == dt) return ag__dispatch1(op, 2, (ag_tensor *[]){a, b}, NULL);
     ag_scope *scope = ag_scope_begin();
-    ag_tensor *r = ag__dispatch1(op, 2, (ag_tensor *[]){ag_to_dtype(a, dt), ag_to_dtype(b, dt)},
-                                 NULL);
+    ag_tensor *r =
+        ag__dispatch1(op, 2, (ag_tensor *[]){ag_to_dtype(a, dt), ag_to_dtype(b, dt)}, NULL);
     return ag_scope_return(scope, r);
 }
 
@@ -61,8 +61,7 @@ static ag_status div_backward(ag_backward_ctx *ctx) {
     ag_tensor *g = GRAD_OUT(ctx), *a = SAVED(ctx, 0), *b = SAVED(ctx, 1);
     if (NEEDS(ctx, 0)) ctx->grad_inputs[0] = ag__sum_to_input(ctx, 0, ag_div(g, b));
     if (NEEDS(ctx, 1))
-        ctx->grad_inputs[1] =
-            ag__sum_to_input(ctx, 1, ag_neg(ag_div(ag_mul(g, a), ag_mul(b, b))));
+        ctx->grad_inputs[1] = ag__sum_to_input(ctx, 1, ag_neg(ag_div(ag_mul(g, a), ag_mul(b, b))));
     return AG_OK;
 }
 
@@ -72,14 +71,14 @@ static ag_status pow_backward(ag_backward_ctx *ctx) {
         /* b * a^(b-1) is 0 * 0^-1 = NaN at b == 0; PyTorch defines the derivative as 0. */
         ag_tensor *zero = ag__scalar_like(b, 0.0);
         ag_tensor *d = ag_mul(b, ag_pow(a, ag_sub(b, ag__scalar_like(b, 1.0))));
-        ctx->grad_inputs[0] = ag__sum_to_input(ctx, 0, ag_mul(g, ag_where(ag_eq(b, zero), zero, d)));
+        ctx->grad_inputs[0] =
+            ag__sum_to_input(ctx, 0, ag_mul(g, ag_where(ag_eq(b, zero), zero, d)));
     }
     if (NEEDS(ctx, 1)) {
         /* d/db a^b = a^b log a; PyTorch defines it as 0 where a == 0 (and b >= 0). */
         ag_tensor *zero = ag__scalar_like(a, 0.0);
         ag_tensor *safe_log = ag_log(ag_where(ag_eq(a, zero), ag__scalar_like(a, 1.0), a));
-        ctx->grad_inputs[1] =
-            ag__sum_to_input(ctx, 1, ag_mul(g, ag_mul(ag_pow(a, b), safe_log)));
+        ctx->grad_inputs[1] = ag__sum_to_input(ctx, 1, ag_mul(g, ag_mul(ag_pow(a, b), safe_log)));
     }
     return AG_OK;
 }
@@ -92,21 +91,29 @@ static ag_tensor *winner_mask(ag_tensor *self, ag_tensor *other, bool max) {
 
 static ag_status maximum_backward(ag_backward_ctx *ctx) {
     ag_tensor *g = GRAD_OUT(ctx), *a = SAVED(ctx, 0), *b = SAVED(ctx, 1);
-    if (NEEDS(ctx, 0)) ctx->grad_inputs[0] = ag__sum_to_input(ctx, 0, ag_mul(g, winner_mask(a, b, true)));
-    if (NEEDS(ctx, 1)) ctx->grad_inputs[1] = ag__sum_to_input(ctx, 1, ag_mul(g, winner_mask(b, a, true)));
+    if (NEEDS(ctx, 0))
+        ctx->grad_inputs[0] = ag__sum_to_input(ctx, 0, ag_mul(g, winner_mask(a, b, true)));
+    if (NEEDS(ctx, 1))
+        ctx->grad_inputs[1] = ag__sum_to_input(ctx, 1, ag_mul(g, winner_mask(b, a, true)));
     return AG_OK;
 }
 
 static ag_status minimum_backward(ag_backward_ctx *ctx) {
     ag_tensor *g = GRAD_OUT(ctx), *a = SAVED(ctx, 0), *b = SAVED(ctx, 1);
-    if (NEEDS(ctx, 0)) ctx->grad_inputs[0] = ag__sum_to_input(ctx, 0, ag_mul(g, winner_mask(a, b, false)));
-    if (NEEDS(ctx, 1)) ctx->grad_inputs[1] = ag__sum_to_input(ctx, 1, ag_mul(g, winner_mask(b, a, false)));
+    if (NEEDS(ctx, 0))
+        ctx->grad_inputs[0] = ag__sum_to_input(ctx, 0, ag_mul(g, winner_mask(a, b, false)));
+    if (NEEDS(ctx, 1))
+        ctx->grad_inputs[1] = ag__sum_to_input(ctx, 1, ag_mul(g, winner_mask(b, a, false)));
     return AG_OK;
 }
 
-#define BINARY_DEF(var, op_name, bw, saves)                                                      \
-    static ag_op_def var = {.name = op_name, .kernel = op_name, .n_inputs = 2, .n_outputs = 1,  \
-                            .save_inputs = saves, .forward = ag__forward_elementwise,           \
+#define BINARY_DEF(var, op_name, bw, saves)                                                        \
+    static ag_op_def var = {.name = op_name,                                                       \
+                            .kernel = op_name,                                                     \
+                            .n_inputs = 2,                                                         \
+                            .n_outputs = 1,                                                        \
+                            .save_inputs = saves,                                                  \
+                            .forward = ag__forward_elementwise,                                    \
                             .backward = bw}
 BINARY_DEF(op_add, "add", add_backward, 0);
 BINARY_DEF(op_sub, "sub", sub_backward, 0);
@@ -116,9 +123,13 @@ BINARY_DEF(op_pow, "pow", pow_backward, 3);
 BINARY_DEF(op_maximum, "maximum", maximum_backward, 3);
 BINARY_DEF(op_minimum, "minimum", minimum_backward, 3);
 
-#define COMPARE_DEF(var, op_name)                                                                \
-    static ag_op_def var = {.name = op_name, .kernel = op_name, .n_inputs = 2, .n_outputs = 1,  \
-                            .flags = AG_OPF_NONDIFF, .forward = ag__forward_elementwise}
+#define COMPARE_DEF(var, op_name)                                                                  \
+    static ag_op_def var = {.name = op_name,                                                       \
+                            .kernel = op_name,                                                     \
+                            .n_inputs = 2,                                                         \
+                            .n_outputs = 1,                                                        \
+                            .flags = AG_OPF_NONDIFF,                                               \
+                            .forward = ag__forward_elementwise}
 COMPARE_DEF(op_eq, "eq");
 COMPARE_DEF(op_ne, "ne");
 COMPARE_DEF(op_lt, "lt");
@@ -126,30 +137,59 @@ COMPARE_DEF(op_le, "le");
 COMPARE_DEF(op_gt, "gt");
 COMPARE_DEF(op_ge, "ge");
 
-ag_tensor *ag_add(ag_tensor *a, ag_tensor *b) { return binary(&op_add, a, b, false); }
-ag_tensor *ag_sub(ag_tensor *a, ag_tensor *b) { return binary(&op_sub, a, b, false); }
-ag_tensor *ag_mul(ag_tensor *a, ag_tensor *b) { return binary(&op_mul, a, b, false); }
-ag_tensor *ag_div(ag_tensor *a, ag_tensor *b) { return binary(&op_div, a, b, true); }
-ag_tensor *ag_pow(ag_tensor *a, ag_tensor *b) { return binary(&op_pow, a, b, false); }
-ag_tensor *ag_maximum(ag_tensor *a, ag_tensor *b) { return binary(&op_maximum, a, b, false); }
-ag_tensor *ag_minimum(ag_tensor *a, ag_tensor *b) { return binary(&op_minimum, a, b, false); }
-ag_tensor *ag_eq(ag_tensor *a, ag_tensor *b) { return binary(&op_eq, a, b, false); }
-ag_tensor *ag_ne(ag_tensor *a, ag_tensor *b) { return binary(&op_ne, a, b, false); }
-ag_tensor *ag_lt(ag_tensor *a, ag_tensor *b) { return binary(&op_lt, a, b, false); }
-ag_tensor *ag_le(ag_tensor *a, ag_tensor *b) { return binary(&op_le, a, b, false); }
-ag_tensor *ag_gt(ag_tensor *a, ag_tensor *b) { return binary(&op_gt, a, b, false); }
-ag_tensor *ag_ge(ag_tensor *a, ag_tensor *b) { return binary(&op_ge, a, b, false); }
+ag_tensor *ag_add(ag_tensor *a, ag_tensor *b) {
+    return binary(&op_add, a, b, false);
+}
+ag_tensor *ag_sub(ag_tensor *a, ag_tensor *b) {
+    return binary(&op_sub, a, b, false);
+}
+ag_tensor *ag_mul(ag_tensor *a, ag_tensor *b) {
+    return binary(&op_mul, a, b, false);
+}
+ag_tensor *ag_div(ag_tensor *a, ag_tensor *b) {
+    return binary(&op_div, a, b, true);
+}
+ag_tensor *ag_pow(ag_tensor *a, ag_tensor *b) {
+    return binary(&op_pow, a, b, false);
+}
+ag_tensor *ag_maximum(ag_tensor *a, ag_tensor *b) {
+    return binary(&op_maximum, a, b, false);
+}
+ag_tensor *ag_minimum(ag_tensor *a, ag_tensor *b) {
+    return binary(&op_minimum, a, b, false);
+}
+ag_tensor *ag_eq(ag_tensor *a, ag_tensor *b) {
+    return binary(&op_eq, a, b, false);
+}
+ag_tensor *ag_ne(ag_tensor *a, ag_tensor *b) {
+    return binary(&op_ne, a, b, false);
+}
+ag_tensor *ag_lt(ag_tensor *a, ag_tensor *b) {
+    return binary(&op_lt, a, b, false);
+}
+ag_tensor *ag_le(ag_tensor *a, ag_tensor *b) {
+    return binary(&op_le, a, b, false);
+}
+ag_tensor *ag_gt(ag_tensor *a, ag_tensor *b) {
+    return binary(&op_gt, a, b, false);
+}
+ag_tensor *ag_ge(ag_tensor *a, ag_tensor *b) {
+    return binary(&op_ge, a, b, false);
+}
 
 /* Scalar forms wrap the scalar in a 0-dim tensor of a's dtype, so no promotion happens. */
-static ag_tensor *with_scalar(ag_tensor *(*fn)(ag_tensor *, ag_tensor *), ag_tensor *a,
-                              double s) {
+static ag_tensor *with_scalar(ag_tensor *(*fn)(ag_tensor *, ag_tensor *), ag_tensor *a, double s) {
     if (!a) return fn(a, a);
     ag_scope *scope = ag_scope_begin();
     return ag_scope_return(scope, fn(a, ag__scalar_like(a, s)));
 }
 
-ag_tensor *ag_add_scalar(ag_tensor *a, double s) { return with_scalar(ag_add, a, s); }
-ag_tensor *ag_mul_scalar(ag_tensor *a, double s) { return with_scalar(ag_mul, a, s); }
+ag_tensor *ag_add_scalar(ag_tensor *a, double s) {
+    return with_scalar(ag_add, a, s);
+}
+ag_tensor *ag_mul_scalar(ag_tensor *a, double s) {
+    return with_scalar(ag_mul, a, s);
+}
 
 /* ---- one-input math ---- */
 
@@ -228,7 +268,8 @@ static ag_status gelu_backward(ag_backward_ctx *ctx) {
                    ag_mul(ag_mul_scalar(x, 0.5), ag_mul(sech2, du)));
     } else {
         /* exact: d = Phi(x) + x phi(x) */
-        ag_tensor *cdf = ag_mul_scalar(ag_add_scalar(ag_erf(ag_mul_scalar(x, M_SQRT1_2)), 1.0), 0.5);
+        ag_tensor *cdf =
+            ag_mul_scalar(ag_add_scalar(ag_erf(ag_mul_scalar(x, M_SQRT1_2)), 1.0), 0.5);
         ag_tensor *pdf =
             ag_mul_scalar(ag_exp(ag_mul_scalar(ag_mul(x, x), -0.5)), 1.0 / sqrt(2.0 * M_PI));
         d = ag_add(cdf, ag_mul(x, pdf));
@@ -253,9 +294,13 @@ static ag_status clamp_backward(ag_backward_ctx *ctx) {
     return AG_OK;
 }
 
-#define UNARY_DEF(var, op_name, bw, saves)                                                       \
-    static ag_op_def var = {.name = op_name, .kernel = op_name, .n_inputs = 1, .n_outputs = 1,  \
-                            .save_inputs = saves, .forward = ag__forward_elementwise,           \
+#define UNARY_DEF(var, op_name, bw, saves)                                                         \
+    static ag_op_def var = {.name = op_name,                                                       \
+                            .kernel = op_name,                                                     \
+                            .n_inputs = 1,                                                         \
+                            .n_outputs = 1,                                                        \
+                            .save_inputs = saves,                                                  \
+                            .forward = ag__forward_elementwise,                                    \
                             .backward = bw}
 UNARY_DEF(op_neg, "neg", neg_backward, 0);
 UNARY_DEF(op_exp, "exp", exp_backward, 1);
@@ -273,23 +318,55 @@ UNARY_DEF(op_silu, "silu", silu_backward, 1);
 UNARY_DEF(op_gelu, "gelu", gelu_backward, 1);
 UNARY_DEF(op_pow_scalar, "pow_scalar", pow_scalar_backward, 1);
 UNARY_DEF(op_clamp, "clamp", clamp_backward, 1);
-static ag_op_def op_sign = {.name = "sign", .kernel = "sign", .n_inputs = 1, .n_outputs = 1,
-                            .flags = AG_OPF_NONDIFF, .forward = ag__forward_elementwise};
+static ag_op_def op_sign = {.name = "sign",
+                            .kernel = "sign",
+                            .n_inputs = 1,
+                            .n_outputs = 1,
+                            .flags = AG_OPF_NONDIFF,
+                            .forward = ag__forward_elementwise};
 
-ag_tensor *ag_neg(ag_tensor *a) { return unary(&op_neg, a, NULL); }
-ag_tensor *ag_exp(ag_tensor *a) { return unary(&op_exp, a, NULL); }
-ag_tensor *ag_log(ag_tensor *a) { return unary(&op_log, a, NULL); }
-ag_tensor *ag_sqrt(ag_tensor *a) { return unary(&op_sqrt, a, NULL); }
-ag_tensor *ag_rsqrt(ag_tensor *a) { return unary(&op_rsqrt, a, NULL); }
-ag_tensor *ag_abs(ag_tensor *a) { return unary(&op_abs, a, NULL); }
-ag_tensor *ag_sign(ag_tensor *a) { return unary(&op_sign, a, NULL); }
-ag_tensor *ag_sin(ag_tensor *a) { return unary(&op_sin, a, NULL); }
-ag_tensor *ag_cos(ag_tensor *a) { return unary(&op_cos, a, NULL); }
-ag_tensor *ag_tanh(ag_tensor *a) { return unary(&op_tanh, a, NULL); }
-ag_tensor *ag_erf(ag_tensor *a) { return unary(&op_erf, a, NULL); }
-ag_tensor *ag_sigmoid(ag_tensor *a) { return unary(&op_sigmoid, a, NULL); }
-ag_tensor *ag_relu(ag_tensor *a) { return unary(&op_relu, a, NULL); }
-ag_tensor *ag_silu(ag_tensor *a) { return unary(&op_silu, a, NULL); }
+ag_tensor *ag_neg(ag_tensor *a) {
+    return unary(&op_neg, a, NULL);
+}
+ag_tensor *ag_exp(ag_tensor *a) {
+    return unary(&op_exp, a, NULL);
+}
+ag_tensor *ag_log(ag_tensor *a) {
+    return unary(&op_log, a, NULL);
+}
+ag_tensor *ag_sqrt(ag_tensor *a) {
+    return unary(&op_sqrt, a, NULL);
+}
+ag_tensor *ag_rsqrt(ag_tensor *a) {
+    return unary(&op_rsqrt, a, NULL);
+}
+ag_tensor *ag_abs(ag_tensor *a) {
+    return unary(&op_abs, a, NULL);
+}
+ag_tensor *ag_sign(ag_tensor *a) {
+    return unary(&op_sign, a, NULL);
+}
+ag_tensor *ag_sin(ag_tensor *a) {
+    return unary(&op_sin, a, NULL);
+}
+ag_tensor *ag_cos(ag_tensor *a) {
+    return unary(&op_cos, a, NULL);
+}
+ag_tensor *ag_tanh(ag_tensor *a) {
+    return unary(&op_tanh, a, NULL);
+}
+ag_tensor *ag_erf(ag_tensor *a) {
+    return unary(&op_erf, a, NULL);
+}
+ag_tensor *ag_sigmoid(ag_tensor *a) {
+    return unary(&op_sigmoid, a, NULL);
+}
+ag_tensor *ag_relu(ag_tensor *a) {
+    return unary(&op_relu, a, NULL);
+}
+ag_tensor *ag_silu(ag_tensor *a) {
+    return unary(&op_silu, a, NULL);
+}
 
 ag_tensor *ag_gelu(ag_tensor *a, bool approximate_tanh) {
     ag_attrs at = {.ints = {approximate_tanh}};
@@ -314,9 +391,14 @@ static ag_status where_backward(ag_backward_ctx *ctx) {
     if (NEEDS(ctx, 2)) ctx->grad_inputs[2] = ag__sum_to_input(ctx, 2, ag_where(cond, zero, g));
     return AG_OK;
 }
-static ag_op_def op_where = {.name = "where", .kernel = "where", .n_inputs = 3, .n_outputs = 1,
-                             .save_inputs = 1, .nondiff_inputs = 1,
-                             .forward = ag__forward_elementwise, .backward = where_backward};
+static ag_op_def op_where = {.name = "where",
+                             .kernel = "where",
+                             .n_inputs = 3,
+                             .n_outputs = 1,
+                             .save_inputs = 1,
+                             .nondiff_inputs = 1,
+                             .forward = ag__forward_elementwise,
+                             .backward = where_backward};
 
 ag_tensor *ag_where(ag_tensor *cond, ag_tensor *a, ag_tensor *b) {
     if (!cond || !a || !b) return ag__dispatch1(&op_where, 3, (ag_tensor *[]){cond, a, b}, NULL);
@@ -338,8 +420,8 @@ static ag_status copy_forward(ag_op_ctx *ctx) {
     ag_kernel_tensor kin, kout;
     ag__kt(in, &kin);
     ag__kt(out, &kout);
-    ag_status st = ag__run_kernel((ag_op_def *)ctx->op, in->storage->device, dt, 1, &kin, 1, &kout,
-                                  NULL);
+    ag_status st =
+        ag__run_kernel((ag_op_def *)ctx->op, in->storage->device, dt, 1, &kin, 1, &kout, NULL);
     if (st != AG_OK) {
         ag_release(out);
         return st;
@@ -351,13 +433,18 @@ static ag_status copy_backward(ag_backward_ctx *ctx) {
     ctx->grad_inputs[0] = ag_to_dtype(GRAD_OUT(ctx), IN_META(ctx, 0)->dtype);
     return AG_OK;
 }
-static ag_op_def op_copy = {.name = "copy", .kernel = "copy", .n_inputs = 1, .n_outputs = 1,
-                            .forward = copy_forward, .backward = copy_backward};
+static ag_op_def op_copy = {.name = "copy",
+                            .kernel = "copy",
+                            .n_inputs = 1,
+                            .n_outputs = 1,
+                            .forward = copy_forward,
+                            .backward = copy_backward};
 
 ag_status ag__copy_into(ag_tensor *dst, ag_tensor *src) {
     if (!ag__same_device(dst->storage->device, src->storage->device)) {
         char a[192], b[192];
-        return ag__error(AG_ERR_DEVICE, "copy: destination %s and source %s are on different devices",
+        return ag__error(AG_ERR_DEVICE,
+                         "copy: destination %s and source %s are on different devices",
                          ag__describe(dst, a, sizeof a), ag__describe(src, b, sizeof b));
     }
     ag_kernel_tensor kin, kout;
@@ -419,8 +506,11 @@ static ag_status to_device_backward(ag_backward_ctx *ctx) {
     ctx->grad_inputs[0] = ag_to_device(GRAD_OUT(ctx), IN_META(ctx, 0)->device);
     return AG_OK;
 }
-static ag_op_def op_to_device = {.name = "to_device", .n_inputs = 1, .n_outputs = 1,
-                                 .forward = to_device_forward, .backward = to_device_backward};
+static ag_op_def op_to_device = {.name = "to_device",
+                                 .n_inputs = 1,
+                                 .n_outputs = 1,
+                                 .forward = to_device_forward,
+                                 .backward = to_device_backward};
 
 ag_tensor *ag_to_device(ag_tensor *a, ag_device device) {
     if (a && (device.backend < 0 || device.backend >= ag_backend_count() || device.index < 0 ||
@@ -437,12 +527,11 @@ ag_tensor *ag_to_device(ag_tensor *a, ag_device device) {
 
 ag_status ag__register_elementwise_ops(void) {
     static ag_op_def *const ops[] = {
-        &op_add,  &op_sub,     &op_mul,     &op_div,    &op_pow,   &op_maximum,
-        &op_minimum, &op_eq,   &op_ne,      &op_lt,     &op_le,    &op_gt,
-        &op_ge,   &op_neg,     &op_exp,     &op_log,    &op_sqrt,  &op_rsqrt,
-        &op_abs,  &op_sin,     &op_cos,     &op_tanh,   &op_erf,   &op_sigmoid,
-        &op_relu, &op_silu,    &op_gelu,    &op_pow_scalar, &op_clamp, &op_sign,
-        &op_where, &op_copy,   &op_to_device,
+        &op_add,   &op_sub,  &op_mul,     &op_div,   &op_pow,       &op_maximum, &op_minimum,
+        &op_eq,    &op_ne,   &op_lt,      &op_le,    &op_gt,        &op_ge,      &op_neg,
+        &op_exp,   &op_log,  &op_sqrt,    &op_rsqrt, &op_abs,       &op_sin,     &op_cos,
+        &op_tanh,  &op_erf,  &op_sigmoid, &op_relu,  &op_silu,      &op_gelu,    &op_pow_scalar,
+        &op_clamp, &op_sign, &op_where,   &op_copy,  &op_to_device,
     };
     return ag__register_all(ops, (int)(sizeof ops / sizeof ops[0]));
 }

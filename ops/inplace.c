@@ -113,11 +113,12 @@ static ag_tensor *inplace(const char *name, op_ref *direct, ag_tensor *a, ag_ten
         ag_set_grad_enabled(prev);
     }
     ag_status st = r ? AG_OK : ag_last_status();
-    if (st == AG_OK && (r->ndim != a->ndim ||
-                        memcmp(r->shape, a->shape, (size_t)a->ndim * sizeof *a->shape) != 0))
-        st = ag__error(AG_ERR_SHAPE, "%s: output with shape %s doesn't match the broadcast shape %s",
-                       name, ag__shape_fmt(db, sizeof db, a->ndim, a->shape),
-                       ag__shape_fmt(da, sizeof da, r->ndim, r->shape));
+    if (st == AG_OK &&
+        (r->ndim != a->ndim || memcmp(r->shape, a->shape, (size_t)a->ndim * sizeof *a->shape) != 0))
+        st =
+            ag__error(AG_ERR_SHAPE, "%s: output with shape %s doesn't match the broadcast shape %s",
+                      name, ag__shape_fmt(db, sizeof db, a->ndim, a->shape),
+                      ag__shape_fmt(da, sizeof da, r->ndim, r->shape));
     if (st == AG_OK) st = ag__copy_into(a, r);
     if (st == AG_OK) {
         ag__bump_version(a);
@@ -136,16 +137,28 @@ static ag_tensor *scalar_inplace(const char *name, op_ref *direct, ag_tensor *a,
     return r;
 }
 
-ag_tensor *ag_add_(ag_tensor *a, ag_tensor *b) { return inplace("add_", &add_ref, a, b, ag_add); }
-ag_tensor *ag_sub_(ag_tensor *a, ag_tensor *b) { return inplace("sub_", &sub_ref, a, b, ag_sub); }
-ag_tensor *ag_mul_(ag_tensor *a, ag_tensor *b) { return inplace("mul_", &mul_ref, a, b, ag_mul); }
+ag_tensor *ag_add_(ag_tensor *a, ag_tensor *b) {
+    return inplace("add_", &add_ref, a, b, ag_add);
+}
+ag_tensor *ag_sub_(ag_tensor *a, ag_tensor *b) {
+    return inplace("sub_", &sub_ref, a, b, ag_sub);
+}
+ag_tensor *ag_mul_(ag_tensor *a, ag_tensor *b) {
+    return inplace("mul_", &mul_ref, a, b, ag_mul);
+}
 ag_tensor *ag_div_(ag_tensor *a, ag_tensor *b) {
     /* Integer true division changes the dtype, so it never writes directly. */
     return inplace("div_", a && a->dtype != AG_I64 ? &div_ref : NULL, a, b, ag_div);
 }
-ag_tensor *ag_copy_(ag_tensor *a, ag_tensor *src) { return inplace("copy_", NULL, a, src, copy_from); }
-ag_tensor *ag_add_scalar_(ag_tensor *a, double s) { return scalar_inplace("add_", &add_ref, a, s, ag_add); }
-ag_tensor *ag_mul_scalar_(ag_tensor *a, double s) { return scalar_inplace("mul_", &mul_ref, a, s, ag_mul); }
+ag_tensor *ag_copy_(ag_tensor *a, ag_tensor *src) {
+    return inplace("copy_", NULL, a, src, copy_from);
+}
+ag_tensor *ag_add_scalar_(ag_tensor *a, double s) {
+    return scalar_inplace("add_", &add_ref, a, s, ag_add);
+}
+ag_tensor *ag_mul_scalar_(ag_tensor *a, double s) {
+    return scalar_inplace("mul_", &mul_ref, a, s, ag_mul);
+}
 /* fill_ writes directly: the result does not depend on a's old value, so a recorded
  * history is simply cut (a becomes a constant). */
 ag_tensor *ag_fill_(ag_tensor *a, double value) {
@@ -156,4 +169,6 @@ ag_tensor *ag_fill_(ag_tensor *a, double value) {
     if (record && rebase_history(a, NULL, 0) != AG_OK) return NULL;
     return a;
 }
-ag_tensor *ag_zero_(ag_tensor *a) { return ag_fill_(a, 0.0); }
+ag_tensor *ag_zero_(ag_tensor *a) {
+    return ag_fill_(a, 0.0);
+}

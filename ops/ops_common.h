@@ -7,9 +7,9 @@
 #include "../core/internal.h"
 
 /* Short names for what backward functions read from their context. */
-#define GRAD_OUT(ctx) ((ctx)->grad_outputs[0])
-#define SAVED(ctx, i) ag__saved((ctx), (i))
-#define NEEDS(ctx, i) ag__needs_grad((ctx), (i))
+#define GRAD_OUT(ctx)   ((ctx)->grad_outputs[0])
+#define SAVED(ctx, i)   ag__saved((ctx), (i))
+#define NEEDS(ctx, i)   ag__needs_grad((ctx), (i))
 #define IN_META(ctx, i) ag__bw_in_meta((ctx), (i))
 
 /* Sums t over broadcast dims back to the shape of input i (the reverse of broadcasting). */

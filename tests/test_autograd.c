@@ -78,9 +78,11 @@ END_TEST
 START_TEST(backward_of_non_scalar_needs_gradient) {
     ag_tensor *x = vec((double[]){1, 2, 3}, 3, true);
     ag_tensor *y = ag_mul_scalar(x, 2);
-    assert_error(ag_backward(y, NULL), AG_ERR_SHAPE, "grad can be implicitly created only for scalar outputs");
+    assert_error(ag_backward(y, NULL), AG_ERR_SHAPE,
+                 "grad can be implicitly created only for scalar outputs");
     ag_tensor *wrong = vec((double[]){1, 1}, 2, false);
-    assert_error(ag_backward(y, wrong), AG_ERR_SHAPE, "Mismatch in shape: grad_output[0] has a shape of [2]");
+    assert_error(ag_backward(y, wrong), AG_ERR_SHAPE,
+                 "Mismatch in shape: grad_output[0] has a shape of [2]");
     ck_assert_int_eq(ag_backward(y, vec((double[]){1, 0.5, -1}, 3, false)), AG_OK);
     assert_values(ag_tensor_grad(x), (double[]){2, 1, -2}, 3, 1e-12);
 }
@@ -98,7 +100,8 @@ START_TEST(retain_graph_and_freed_buffers) {
     ck_assert_int_eq(ag_backward_ex(loss, NULL, true, false), AG_OK);
     ck_assert_int_eq(ag_backward(loss, NULL), AG_OK);
     assert_values(ag_tensor_grad(x), (double[]){4, 8}, 2, 1e-12);
-    assert_error(ag_backward(loss, NULL), AG_ERR_GRAPH_FREED, "backward through the graph a second time");
+    assert_error(ag_backward(loss, NULL), AG_ERR_GRAPH_FREED,
+                 "backward through the graph a second time");
     /* Nodes that saved nothing may run twice: add and sum save no tensors. */
     ag_tensor *lin = ag_sum(ag_add_scalar(x, 1), 0, NULL, false);
     ck_assert_int_eq(ag_backward(lin, NULL), AG_OK);
@@ -119,7 +122,8 @@ START_TEST(grad_does_not_touch_dot_grad) {
     ck_assert_int_eq(ag_grad(1, &y, 2, inputs, NULL, false, false, true, g), AG_OK);
     ck_assert_ptr_null(g[1]);
     ag_tensor *c = vec((double[]){1}, 1, false);
-    assert_error(ag_grad(1, &y, 1, &c, NULL, false, false, false, g), AG_ERR_NO_GRAD, "does not require grad");
+    assert_error(ag_grad(1, &y, 1, &c, NULL, false, false, false, g), AG_ERR_NO_GRAD,
+                 "does not require grad");
 }
 END_TEST
 
@@ -164,7 +168,7 @@ END_TEST
 
 START_TEST(inplace_on_saved_tensor_is_detected) {
     ag_tensor *x = vec((double[]){1, 2, 3}, 3, true);
-    ag_tensor *y = ag_mul_scalar(x, 1.0); /* a non-leaf */
+    ag_tensor *y = ag_mul_scalar(x, 1.0);             /* a non-leaf */
     ag_tensor *z = ag_sum(ag_exp(y), 0, NULL, false); /* exp saves y */
     ck_assert_ptr_nonnull(ag_mul_scalar_(y, 2));
     ck_assert_uint_eq(ag_version_of(y), 1);

@@ -48,11 +48,12 @@ int ag_cmd_overhead(int argc, char **argv) {
                                             {0}};
     int chain = 100, repeats = 21, c;
     while ((c = getopt_long(argc, argv, "c:r:h", options, NULL)) != -1) {
-        if (c == 'c') chain = atoi(optarg);
-        else if (c == 'r') repeats = atoi(optarg);
+        if (c == 'c')
+            chain = atoi(optarg);
+        else if (c == 'r')
+            repeats = atoi(optarg);
         else {
-            fprintf(c == 'h' ? stdout : stderr,
-                    "usage: ag overhead [--chain N] [--repeats N]\n");
+            fprintf(c == 'h' ? stdout : stderr, "usage: ag overhead [--chain N] [--repeats N]\n");
             return c == 'h' ? 0 : 2;
         }
     }
@@ -69,8 +70,8 @@ int ag_cmd_overhead(int argc, char **argv) {
     ag_tensor *x = ag_randn(NULL, AG_F32, 1, (int64_t[]){16});
     int status = x && ag_set_requires_grad(x, true) == AG_OK ? 0 : 1;
     double samples[1000];
-    printf("tiny-op overhead: chain of %d muls on 16 float32 elements, median of %d runs\n",
-           chain, repeats);
+    printf("tiny-op overhead: chain of %d muls on 16 float32 elements, median of %d runs\n", chain,
+           repeats);
     for (int m = 0; m < N_MODES && status == 0; m++) {
         run_once(x, (mode)m, chain, 20); /* warm-up: caches, allocator, kernel lookup */
         for (int r = 0; r < repeats && status == 0; r++) {

@@ -126,8 +126,8 @@ ag_tensor *ag_rand(ag_generator *gen, ag_dtype dtype, int ndim, const int64_t *s
 /* Standard normal samples. */
 ag_tensor *ag_randn(ag_generator *gen, ag_dtype dtype, int ndim, const int64_t *shape);
 /* Uniform samples in [low, high). */
-ag_tensor *ag_uniform(ag_generator *gen, ag_dtype dtype, int ndim, const int64_t *shape,
-                      double low, double high);
+ag_tensor *ag_uniform(ag_generator *gen, ag_dtype dtype, int ndim, const int64_t *shape, double low,
+                      double high);
 
 /* ---- inspection ---------------------------------------------------------------------- */
 
@@ -185,15 +185,14 @@ uint64_t ag_version_of(const ag_tensor *t);
  * must equal t's. Frees the graph's saved tensors unless retain_graph. */
 ag_status ag_backward(ag_tensor *t, ag_tensor *gradient);
 /* ag_backward with options; create_graph records the backward itself for higher order. */
-ag_status ag_backward_ex(ag_tensor *t, ag_tensor *gradient, bool retain_graph,
-                         bool create_graph);
+ag_status ag_backward_ex(ag_tensor *t, ag_tensor *gradient, bool retain_graph, bool create_graph);
 /* torch.autograd.grad: gradients of outputs w.r.t. inputs, returned in grads[n_inputs]
  * (new references; NULL for unused inputs when allow_unused). Does not touch .grad.
  * grad_outputs may be NULL, or hold NULL entries for one-element outputs. retain_graph
  * defaults to create_graph in PyTorch; here it is explicit. */
-ag_status ag_grad(int n_outputs, ag_tensor *const *outputs, int n_inputs,
-                  ag_tensor *const *inputs, ag_tensor *const *grad_outputs, bool retain_graph,
-                  bool create_graph, bool allow_unused, ag_tensor **grads);
+ag_status ag_grad(int n_outputs, ag_tensor *const *outputs, int n_inputs, ag_tensor *const *inputs,
+                  ag_tensor *const *grad_outputs, bool retain_graph, bool create_graph,
+                  bool allow_unused, ag_tensor **grads);
 
 /* Enables or disables graph recording on this thread; returns the previous setting.
  * no_grad is ag_set_grad_enabled(false) ... ag_set_grad_enabled(previous). */
@@ -365,8 +364,8 @@ ag_status ag_gradcheck(ag_gradcheck_fn fn, void *user, int n_inputs, ag_tensor *
                        const ag_gradcheck_options *options);
 /* gradcheck of the gradients themselves: checks d/d(inputs, v) of vjp(fn, v) with a
  * random float64 v, through create_graph. */
-ag_status ag_gradgradcheck(ag_gradcheck_fn fn, void *user, int n_inputs,
-                           ag_tensor *const *inputs, const ag_gradcheck_options *options);
+ag_status ag_gradgradcheck(ag_gradcheck_fn fn, void *user, int n_inputs, ag_tensor *const *inputs,
+                           const ag_gradcheck_options *options);
 
 #ifdef __cplusplus
 }

@@ -33,23 +33,23 @@ extern "C" {
  * lives at element index offset + sum(i_d * strides[d]) from data. Strides are in
  * elements, may be zero (broadcast) and, for inputs, need not be contiguous. */
 typedef struct ag_kernel_tensor {
-    void *data;                    /* backend buffer handle from alloc (host pointer on cpu) */
-    int64_t offset;                /* offset of element (0,...,0) in elements */
-    ag_dtype dtype;                /* element type */
-    int ndim;                      /* number of dimensions, 0..AG_MAX_DIMS */
-    int64_t shape[AG_MAX_DIMS];    /* extent of each dimension */
-    int64_t strides[AG_MAX_DIMS];  /* step of each dimension, in elements */
+    void *data;                   /* backend buffer handle from alloc (host pointer on cpu) */
+    int64_t offset;               /* offset of element (0,...,0) in elements */
+    ag_dtype dtype;               /* element type */
+    int ndim;                     /* number of dimensions, 0..AG_MAX_DIMS */
+    int64_t shape[AG_MAX_DIMS];   /* extent of each dimension */
+    int64_t strides[AG_MAX_DIMS]; /* step of each dimension, in elements */
 } ag_kernel_tensor;
 
 /* Everything a kernel call receives. */
 typedef struct ag_kernel_args {
-    size_t struct_size;             /* sizeof(ag_kernel_args) of the caller */
-    int device;                     /* device index on this backend */
-    int n_inputs;                   /* number of entries in inputs */
-    int n_outputs;                  /* number of entries in outputs */
-    const ag_kernel_tensor *inputs; /* input views, read-only */
-    const ag_kernel_tensor *outputs;/* output views; the kernel writes every element */
-    const ag_attrs *attrs;          /* op attributes (see docs/kernels.md per kernel) */
+    size_t struct_size;              /* sizeof(ag_kernel_args) of the caller */
+    int device;                      /* device index on this backend */
+    int n_inputs;                    /* number of entries in inputs */
+    int n_outputs;                   /* number of entries in outputs */
+    const ag_kernel_tensor *inputs;  /* input views, read-only */
+    const ag_kernel_tensor *outputs; /* output views; the kernel writes every element */
+    const ag_attrs *attrs;           /* op attributes (see docs/kernels.md per kernel) */
 } ag_kernel_args;
 
 /* A kernel: computes outputs from inputs; returns AG_OK or an error with the backend's
@@ -58,29 +58,29 @@ typedef ag_status (*ag_kernel_fn)(const ag_kernel_args *args);
 
 /* Properties of one device. */
 typedef struct ag_device_info {
-    size_t struct_size;      /* sizeof(ag_device_info) of the caller */
-    char name[128];          /* human-readable device name */
-    uint64_t total_memory;   /* bytes of memory on the device (0 if unknown) */
-    uint64_t free_memory;    /* bytes currently free (0 if unknown) */
-    int compute_units;       /* cores / SMs / compute units (0 if unknown) */
+    size_t struct_size;    /* sizeof(ag_device_info) of the caller */
+    char name[128];        /* human-readable device name */
+    uint64_t total_memory; /* bytes of memory on the device (0 if unknown) */
+    uint64_t free_memory;  /* bytes currently free (0 if unknown) */
+    int compute_units;     /* cores / SMs / compute units (0 if unknown) */
 } ag_device_info;
 
 /* Memory accounting of a backend's allocator on one device. */
 typedef struct ag_memory_stats {
-    size_t struct_size;      /* sizeof(ag_memory_stats) of the caller */
-    uint64_t in_use;         /* bytes handed out and not yet freed */
-    uint64_t reserved;       /* bytes held from the system (in use + cached) */
-    uint64_t peak_in_use;    /* highest in_use seen */
-    uint64_t alloc_count;    /* number of alloc calls served */
-    uint64_t cache_hits;     /* alloc calls served from the cache */
+    size_t struct_size;   /* sizeof(ag_memory_stats) of the caller */
+    uint64_t in_use;      /* bytes handed out and not yet freed */
+    uint64_t reserved;    /* bytes held from the system (in use + cached) */
+    uint64_t peak_in_use; /* highest in_use seen */
+    uint64_t alloc_count; /* number of alloc calls served */
+    uint64_t cache_hits;  /* alloc calls served from the cache */
 } ag_memory_stats;
 
 /* The function table a backend returns. Append-only; see the versioning rules above. */
 typedef struct ag_backend_iface {
-    size_t struct_size;  /* sizeof(ag_backend_iface) the backend was built with */
-    uint32_t abi_major;  /* AG_BACKEND_ABI_MAJOR the backend was built with */
-    uint32_t abi_minor;  /* AG_BACKEND_ABI_MINOR the backend was built with */
-    const char *name;    /* short name, equal to <name> in libag_backend_<name>.so */
+    size_t struct_size; /* sizeof(ag_backend_iface) the backend was built with */
+    uint32_t abi_major; /* AG_BACKEND_ABI_MAJOR the backend was built with */
+    uint32_t abi_minor; /* AG_BACKEND_ABI_MINOR the backend was built with */
+    const char *name;   /* short name, equal to <name> in libag_backend_<name>.so */
 
     /* Brings the backend up; called before anything else (again after shutdown if the
      * process loads the backend anew). NULL means nothing to do. */
@@ -97,7 +97,8 @@ typedef struct ag_backend_iface {
 
     /* Allocates `bytes` (> 0) on `device`; *out receives the buffer handle. */
     ag_status (*alloc)(int device, size_t bytes, void **out);
-    /* Returns a buffer from alloc; the backend may cache it for reuse. */
+    /* Returns a buffer from alloc with the same `bytes` it was allocated with; the backend
+     * may cache it for reuse. */
     void (*free)(int device, void *buffer, size_t bytes);
     /* Copies `bytes` from host memory into buffer `dst` at byte offset `dst_offset`. */
     ag_status (*copy_from_host)(int device, void *dst, size_t dst_offset, const void *src,
@@ -120,7 +121,9 @@ typedef struct ag_backend_iface {
     /* Returns cached, unused buffers of `device` to the system. */
     ag_status (*empty_cache)(int device);
 
-    /* Backend-specific extras by name (NULL if none): e.g. "cpu_set_num_threads". */
+    /* Backend-specific extras by name (NULL if none). The cpu backend has
+     * "cpu_set_num_threads" (void (*)(int n), n <= 0 restores the default) and
+     * "cpu_get_num_threads" (int (*)(void)). */
     void *(*get_proc_address)(const char *name);
 } ag_backend_iface;
 

@@ -17,12 +17,12 @@ extern "C" {
 
 /* Element types. The numbering is ABI; float16/bfloat16 are reserved for later. */
 typedef enum ag_dtype {
-    AG_F32 = 0,     /* IEEE 754 binary32 */
-    AG_F64 = 1,     /* IEEE 754 binary64 */
-    AG_I64 = 2,     /* signed 64-bit integer (indices, counts) */
-    AG_F16 = 3,     /* reserved: IEEE 754 binary16, no kernels yet */
-    AG_BF16 = 4,    /* reserved: bfloat16, no kernels yet */
-    AG_DTYPE_COUNT  /* number of dtype slots; not a dtype */
+    AG_F32 = 0,    /* IEEE 754 binary32 */
+    AG_F64 = 1,    /* IEEE 754 binary64 */
+    AG_I64 = 2,    /* signed 64-bit integer (indices, counts) */
+    AG_F16 = 3,    /* reserved: IEEE 754 binary16, no kernels yet */
+    AG_BF16 = 4,   /* reserved: bfloat16, no kernels yet */
+    AG_DTYPE_COUNT /* number of dtype slots; not a dtype */
 } ag_dtype;
 
 /* Status codes. Every fallible call returns one; AG_OK is zero. The matching
