@@ -20,17 +20,31 @@ typedef struct capture {
     ag_tensor **grads;        /* gradient found for each (strong) */
 } capture;
 
-/* A growable array of nodes. */
+/* A growable array of nodes. The first 128 entries live inside the struct, so the graph
+ * of a typical training step is walked without any malloc. */
 typedef struct node_list {
-    ag_node **items;
-    size_t count, capacity;
+    ag_node **items;            /* inline_items, or a heap array once that is full */
+    size_t count, capacity;     /* used and available entries */
+    ag_node *inline_items[128]; /* storage for small graphs */
 } node_list;
+
+static void list_init(node_list *l) {
+    l->items = l->inline_items;
+    l->count = 0;
+    l->capacity = sizeof l->inline_items / sizeof l->inline_items[0];
+}
+
+static void list_free(node_list *l) {
+    if (l->items != l->inline_items) free(l->items);
+}
 
 static ag_status list_push(node_list *l, ag_node *n) {
     if (l->count == l->capacity) {
-        size_t cap = l->capacity ? l->capacity * 2 : 64;
-        ag_node **items = realloc(l->items, cap * sizeof *items);
+        size_t cap = l->capacity * 2;
+        ag_node **items = l->items == l->inline_items ? malloc(cap * sizeof *items)
+                                                      : realloc(l->items, cap * sizeof *items);
         if (!items) return ag__error(AG_ERR_OUT_OF_MEMORY, "backward: out of host memory");
+        if (l->items == l->inline_items) memcpy(items, l->inline_items, sizeof l->inline_items);
         l->items = items;
         l->capacity = cap;
     }
@@ -246,7 +260,8 @@ static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, no
 /* Counts dependencies of every node reachable from the roots; lists them in `seen`. */
 static ag_status count_dependencies(int n_roots, ag_tensor *const *roots, uint64_t epoch,
                                     node_list *seen) {
-    node_list stack = {0};
+    node_list stack;
+    list_init(&stack);
     ag_status st = AG_OK;
     for (int r = 0; r < n_roots && st == AG_OK; r++) {
         ag_node *n = roots[r]->grad_fn;
@@ -270,7 +285,7 @@ static ag_status count_dependencies(int n_roots, ag_tensor *const *roots, uint64
             next->deps++;
         }
     }
-    free(stack.items);
+    list_free(&stack);
     return st;
 }
 
@@ -315,7 +330,9 @@ static ag_status run_backward(int n_roots, ag_tensor *const *roots, ag_tensor *c
     bool prev_mode = ag_set_grad_enabled(create);
     ag_scope *scope = ag_scope_begin();
     uint64_t epoch = __atomic_add_fetch(&next_epoch, 1, __ATOMIC_RELAXED);
-    node_list seen = {0}, ready = {0};
+    node_list seen, ready;
+    list_init(&seen);
+    list_init(&ready);
     ag_status st = count_dependencies(n_roots, roots, epoch, &seen);
     for (int r = 0; r < n_roots && st == AG_OK; r++) {
         ag_tensor *seed = NULL;
@@ -339,8 +356,8 @@ static ag_status run_backward(int n_roots, ag_tensor *const *roots, ag_tensor *c
             ag_release(seen.items[i]->grad_buf[j]);
             seen.items[i]->grad_buf[j] = NULL;
         }
-    free(seen.items);
-    free(ready.items);
+    list_free(&seen);
+    list_free(&ready);
     ag_scope_end(scope);
     ag_set_grad_enabled(prev_mode);
     return st;

@@ -31,8 +31,10 @@ static ag_node *node_new(ag_op_def *op, int n_in, int n_out) {
                   (size_t)n_in *
                       (sizeof(ag_edge) + sizeof(ag_meta) + sizeof(ag_tensor *) + sizeof(uint64_t)) +
                   (size_t)n_out * (sizeof(ag_meta) + sizeof(ag_tensor *));
-    ag_node *n = calloc(1, size);
+    /* Most nodes (up to 5 inputs, 1 output) fit a pooled block: no malloc per op. */
+    ag_node *n = size <= AG_POOL_NODE_BYTES ? ag__pool_alloc(AG_POOL_NODE) : calloc(1, size);
     if (!n) return NULL;
+    n->pooled = size <= AG_POOL_NODE_BYTES;
     char *p = (char *)(n + 1);
     n->saved_version = (uint64_t *)p;
     p += (size_t)n_in * sizeof(uint64_t);
@@ -134,7 +136,10 @@ void ag__node_release(ag_node *node) {
             free(h);
         }
         free(n->retained);
-        free(n);
+        if (n->pooled)
+            ag__pool_free(AG_POOL_NODE, n);
+        else
+            free(n);
     }
     if (stack != stack_buf) free(stack);
 }

@@ -48,6 +48,27 @@ ag_status ag__backend_load(const char *name, int *index);
 /* Directories searched for backends, in order, separated by ':' (for messages/ag info). */
 ag_status ag__backend_search_dirs(char *buf, size_t size);
 
+/* ---- struct pools (core/pool.c) ---- */
+
+/* Classes of pooled structs. */
+typedef enum ag_pool_class {
+    AG_POOL_TENSOR,  /* struct ag_tensor */
+    AG_POOL_STORAGE, /* struct ag_storage */
+    AG_POOL_NODE,    /* graph nodes of up to AG_POOL_NODE_BYTES (see core/graph.c) */
+    AG_POOL_CLASSES  /* number of classes */
+} ag_pool_class;
+
+/* Size of a pooled node block: fits nodes of up to 5 inputs and 1 output. */
+#define AG_POOL_NODE_BYTES 1024
+
+/* A zeroed struct of the class from this thread's free list, or calloc; NULL if out of
+ * memory. */
+void *ag__pool_alloc(ag_pool_class cls);
+/* Gives a struct back to this thread's free list (or to free when the list is full). */
+void ag__pool_free(ag_pool_class cls, void *p);
+/* Frees this thread's free lists (thread exit, process end). */
+void ag__pool_drain(void);
+
 /* ---- storage and tensors (core/tensor.c) ---- */
 
 typedef struct ag_storage {
@@ -215,6 +236,7 @@ struct ag_node {
     uint64_t *saved_version; /* version of each saved tensor at save time */
     bool has_saved;          /* anything saved at all */
     bool saved_freed;        /* saved tensors released by a backward without retain */
+    bool pooled;             /* allocated from the node pool (else malloc) */
     ag_hook *hooks;          /* hooks on outputs (non-leaf tensor hooks) */
     ag_tensor **retained;    /* n_outputs weak pointers of retain_grad tensors */
     /* engine scratch, valid during one backward */

@@ -27,7 +27,7 @@ static ag_storage *storage_new(size_t nbytes, ag_device device) {
         return NULL;
     }
     const ag_backend *be = ag__backend(device.backend);
-    ag_storage *s = calloc(1, sizeof *s);
+    ag_storage *s = ag__pool_alloc(AG_POOL_STORAGE);
     if (!s) {
         ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory allocating a storage");
         return NULL;
@@ -41,7 +41,7 @@ static ag_storage *storage_new(size_t nbytes, ag_device device) {
         ag__error(st == AG_ERR_OUT_OF_MEMORY ? st : AG_ERR_OUT_OF_MEMORY,
                   "%s backend could not allocate %zu bytes on device %d: %s", be->iface.name,
                   nbytes, device.index, be->iface.last_error());
-        free(s);
+        ag__pool_free(AG_POOL_STORAGE, s);
         return NULL;
     }
     return s;
@@ -51,11 +51,11 @@ static void storage_release(ag_storage *s) {
     if (!s || ATOMIC_DEC(&s->refcount) != 0) return;
     const ag_backend *be = ag__backend(s->device.backend);
     be->iface.free(s->device.index, s->data, s->nbytes ? s->nbytes : 1);
-    free(s);
+    ag__pool_free(AG_POOL_STORAGE, s);
 }
 
 static ag_tensor *tensor_struct_new(ag_dtype dtype, int ndim, const int64_t *shape) {
-    ag_tensor *t = calloc(1, sizeof *t);
+    ag_tensor *t = ag__pool_alloc(AG_POOL_TENSOR);
     if (!t) {
         ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory allocating a tensor");
         return NULL;
@@ -90,7 +90,7 @@ ag_tensor *ag__tensor_alloc(ag_dtype dtype, int ndim, const int64_t *shape, ag_d
     ag__contiguous_strides(ndim, shape, t->strides);
     t->storage = storage_new((size_t)t->numel * ag_dtype_size(dtype), device);
     if (!t->storage) {
-        free(t);
+        ag__pool_free(AG_POOL_TENSOR, t);
         return NULL;
     }
     return t;
@@ -132,7 +132,7 @@ void ag_release(ag_tensor *t) {
     }
     ag_release(t->grad);
     storage_release(t->storage);
-    free(t);
+    ag__pool_free(AG_POOL_TENSOR, t);
 }
 
 void ag__bump_version(ag_tensor *t) {

@@ -33,4 +33,5 @@ __attribute__((destructor)) static void release_process_state(void) {
     ag__scopes_shutdown();
     ag__backends_shutdown();
     ag__registry_shutdown();
+    ag__pool_drain();
 }
