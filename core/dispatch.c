@@ -112,6 +112,24 @@ ag_status ag__run_kernel(ag_op_def *op, ag_device device, ag_dtype key, int n_in
     return AG_OK;
 }
 
+ag_status ag__forward_kernel(ag_op_ctx *ctx, ag_dtype key, const ag_kernel_tensor *kin,
+                             ag_tensor *out, const ag_kernel_tensor *kout, const ag_attrs *attrs) {
+    if (!out) return ag_last_status();
+    ag_kernel_tensor own;
+    if (!kout) {
+        ag__kt(out, &own);
+        kout = &own;
+    }
+    ag_status st = ag__run_kernel((ag_op_def *)ctx->op, out->storage->device, key, ctx->n_inputs,
+                                  kin, 1, kout, attrs);
+    if (st != AG_OK) {
+        ag_release(out);
+        return st;
+    }
+    ctx->outputs[0] = out;
+    return AG_OK;
+}
+
 /* ---- shape rules shared by many ops ---- */
 
 ag_status ag__broadcast_shape(const char *op, int n, ag_tensor *const *tensors, int *ndim,
@@ -156,20 +174,10 @@ ag_status ag__forward_elementwise(ag_op_ctx *ctx) {
     int64_t shape[AG_MAX_DIMS];
     ag_status st = ag__broadcast_shape(ctx->op->name, ctx->n_inputs, in, &ndim, shape);
     if (st != AG_OK) return st;
-    ag_device dev = in[0]->storage->device;
-    ag_tensor *out = ag__tensor_alloc(in[0]->dtype, ndim, shape, dev);
-    if (!out) return ag_last_status();
-    ag_kernel_tensor kin[4], kout;
+    ag_tensor *out = ag__tensor_alloc(in[0]->dtype, ndim, shape, in[0]->storage->device);
+    ag_kernel_tensor kin[4];
     for (int i = 0; i < ctx->n_inputs; i++) ag__kt_broadcast(in[i], ndim, shape, &kin[i]);
-    ag__kt(out, &kout);
-    st = ag__run_kernel((ag_op_def *)ctx->op, dev, out->dtype, ctx->n_inputs, kin, 1, &kout,
-                        ctx->attrs);
-    if (st != AG_OK) {
-        ag_release(out);
-        return st;
-    }
-    ctx->outputs[0] = out;
-    return AG_OK;
+    return ag__forward_kernel(ctx, in[0]->dtype, kin, out, NULL, ctx->attrs);
 }
 
 ag_status ag__forward_reduce(ag_op_ctx *ctx) {
@@ -178,17 +186,13 @@ ag_status ag__forward_reduce(ag_op_ctx *ctx) {
     bool keepdim = ctx->attrs->ints[1] != 0;
     int64_t shape[AG_MAX_DIMS];
     for (int d = 0; d < in->ndim; d++) shape[d] = mask >> d & 1 ? 1 : in->shape[d];
-    ag_tensor *out = ag__tensor_alloc(in->dtype, in->ndim, shape, in->storage->device);
-    if (!out) return ag_last_status();
-    ag_kernel_tensor kin, kout;
+    ag_kernel_tensor kin;
     ag__kt(in, &kin);
-    ag__kt(out, &kout);
-    ag_status st = ag__run_kernel((ag_op_def *)ctx->op, in->storage->device, in->dtype, 1, &kin, 1,
-                                  &kout, ctx->attrs);
-    if (st != AG_OK) {
-        ag_release(out);
-        return st;
-    }
+    ag_status st = ag__forward_kernel(
+        ctx, in->dtype, &kin, ag__tensor_alloc(in->dtype, in->ndim, shape, in->storage->device),
+        NULL, ctx->attrs);
+    if (st != AG_OK) return st;
+    ag_tensor *out = ctx->outputs[0];
     if (!keepdim) {
         /* Dropping extent-1 dims of a fresh contiguous tensor keeps it contiguous. */
         int nd = 0;
@@ -197,7 +201,6 @@ ag_status ag__forward_reduce(ag_op_ctx *ctx) {
         out->ndim = nd;
         ag__contiguous_strides(nd, out->shape, out->strides);
     }
-    ctx->outputs[0] = out;
     return AG_OK;
 }
 

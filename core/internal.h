@@ -197,6 +197,12 @@ void ag__kt_broadcast(const ag_tensor *t, int ndim, const int64_t *shape, ag_ker
 ag_status ag__run_kernel(ag_op_def *op, ag_device device, ag_dtype key, int n_in,
                          const ag_kernel_tensor *in, int n_out, const ag_kernel_tensor *out,
                          const ag_attrs *attrs);
+/* The end of most forwards: runs ctx->op's kernel (key dtype `key`) from kin (one per
+ * input) into `out` (described by kout, or by ag__kt(out) when kout is NULL); stores out as
+ * output 0 on success, releases it on failure. out NULL (a failed allocation) returns the
+ * pending error. */
+ag_status ag__forward_kernel(ag_op_ctx *ctx, ag_dtype key, const ag_kernel_tensor *kin,
+                             ag_tensor *out, const ag_kernel_tensor *kout, const ag_attrs *attrs);
 /* Broadcast shape of n tensors (NumPy rules); error naming op otherwise. */
 ag_status ag__broadcast_shape(const char *op, int n, ag_tensor *const *tensors, int *ndim,
                               int64_t *shape);

@@ -87,19 +87,9 @@ static ag_status arange_forward(ag_op_ctx *ctx) {
     const ag_attrs *at = ctx->attrs;
     int64_t n = at->ints[1];
     ag_tensor *out = ag__tensor_alloc((ag_dtype)at->ints[0], 1, &n, ag_default_device());
-    if (!out) return ag_last_status();
-    ag_kernel_tensor kt;
-    ag__kt(out, &kt);
     ag_attrs kat = {.ints = {(int64_t)at->reals[0], (int64_t)at->reals[1]},
                     .reals = {at->reals[0], at->reals[1]}};
-    ag_status st = ag__run_kernel((ag_op_def *)ctx->op, out->storage->device, out->dtype, 0, NULL,
-                                  1, &kt, &kat);
-    if (st != AG_OK) {
-        ag_release(out);
-        return st;
-    }
-    ctx->outputs[0] = out;
-    return AG_OK;
+    return ag__forward_kernel(ctx, (ag_dtype)at->ints[0], NULL, out, NULL, &kat);
 }
 static ag_op_def op_arange = {.name = "arange",
                               .kernel = "arange",

@@ -415,19 +415,10 @@ ag_tensor *ag_where(ag_tensor *cond, ag_tensor *a, ag_tensor *b) {
 static ag_status copy_forward(ag_op_ctx *ctx) {
     ag_tensor *in = ctx->inputs[0];
     ag_dtype dt = (ag_dtype)ctx->attrs->ints[0];
-    ag_tensor *out = ag__tensor_alloc(dt, in->ndim, in->shape, in->storage->device);
-    if (!out) return ag_last_status();
-    ag_kernel_tensor kin, kout;
+    ag_kernel_tensor kin;
     ag__kt(in, &kin);
-    ag__kt(out, &kout);
-    ag_status st =
-        ag__run_kernel((ag_op_def *)ctx->op, in->storage->device, dt, 1, &kin, 1, &kout, NULL);
-    if (st != AG_OK) {
-        ag_release(out);
-        return st;
-    }
-    ctx->outputs[0] = out;
-    return AG_OK;
+    return ag__forward_kernel(
+        ctx, dt, &kin, ag__tensor_alloc(dt, in->ndim, in->shape, in->storage->device), NULL, NULL);
 }
 static ag_status copy_backward(ag_backward_ctx *ctx) {
     ctx->grad_inputs[0] = ag_to_dtype(GRAD_OUT(ctx), IN_META(ctx, 0)->dtype);

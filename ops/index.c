@@ -31,20 +31,11 @@ static void kt_dims(const ag_tensor *t, ag_kernel_tensor *kt) {
  * inputs; attrs ints[0] is the (non-negative) dim. */
 static ag_status run_index_kernel(ag_op_ctx *ctx, int ndim, const int64_t *shape) {
     ag_tensor *x = ctx->inputs[0];
-    ag_device dev = x->storage->device;
-    ag_tensor *out = ag__tensor_alloc(x->dtype, ndim, shape, dev);
-    if (!out) return ag_last_status();
+    ag_tensor *out = ag__tensor_alloc(x->dtype, ndim, shape, x->storage->device);
     ag_kernel_tensor kin[3], kout;
     for (int i = 0; i < ctx->n_inputs; i++) kt_dims(ctx->inputs[i], &kin[i]);
-    kt_dims(out, &kout);
-    ag_status st = ag__run_kernel((ag_op_def *)ctx->op, dev, x->dtype, ctx->n_inputs, kin, 1, &kout,
-                                  ctx->attrs);
-    if (st != AG_OK) {
-        ag_release(out);
-        return st;
-    }
-    ctx->outputs[0] = out;
-    return AG_OK;
+    if (out) kt_dims(out, &kout);
+    return ag__forward_kernel(ctx, x->dtype, kin, out, &kout, ctx->attrs);
 }
 
 /* Zeros of a node input's shape, dtype and device: a broadcast 0-dim zero, which the

@@ -47,20 +47,12 @@ static ag_status matmul_forward(ag_op_ctx *ctx) {
     out_shape[nd - 2] = a_shape[nd - 2] = m;
     out_shape[nd - 1] = b_shape[nd - 1] = n;
     a_shape[nd - 1] = b_shape[nd - 2] = k;
-    ag_device dev = a->storage->device;
-    ag_tensor *out = ag__tensor_alloc(a->dtype, nd, out_shape, dev);
-    if (!out) return ag_last_status();
-    ag_kernel_tensor kin[2], kout;
+    ag_kernel_tensor kin[2];
     ag__kt_broadcast(a, nd, a_shape, &kin[0]);
     ag__kt_broadcast(b, nd, b_shape, &kin[1]);
-    ag__kt(out, &kout);
-    ag_status st = ag__run_kernel((ag_op_def *)ctx->op, dev, a->dtype, 2, kin, 1, &kout, NULL);
-    if (st != AG_OK) {
-        ag_release(out);
-        return st;
-    }
-    ctx->outputs[0] = out;
-    return AG_OK;
+    return ag__forward_kernel(ctx, a->dtype, kin,
+                              ag__tensor_alloc(a->dtype, nd, out_shape, a->storage->device), NULL,
+                              NULL);
 }
 
 /* d(a @ b) = g @ b^T and a^T @ g, summed back over broadcast batch dims. */

@@ -195,19 +195,11 @@ static ag_status arg_forward(ag_op_ctx *ctx) {
     int64_t shape[AG_MAX_DIMS];
     memcpy(shape, in->shape, sizeof shape);
     shape[dim] = 1;
-    ag_tensor *out = ag__tensor_alloc(AG_I64, in->ndim, shape, in->storage->device);
-    if (!out) return ag_last_status();
-    ag_kernel_tensor kin, kout;
+    ag_kernel_tensor kin;
     ag__kt(in, &kin);
-    ag__kt(out, &kout);
-    ag_status st = ag__run_kernel((ag_op_def *)ctx->op, in->storage->device, in->dtype, 1, &kin, 1,
-                                  &kout, ctx->attrs);
-    if (st != AG_OK) {
-        ag_release(out);
-        return st;
-    }
-    ctx->outputs[0] = out;
-    return AG_OK;
+    return ag__forward_kernel(ctx, in->dtype, &kin,
+                              ag__tensor_alloc(AG_I64, in->ndim, shape, in->storage->device), NULL,
+                              ctx->attrs);
 }
 static ag_op_def op_argmax = {.name = "argmax",
                               .kernel = "argmax",
