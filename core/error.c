@@ -69,36 +69,6 @@ void ag__log_debug(const char *fmt, ...) {
     va_end(ap);
 }
 
-size_t ag_dtype_size(ag_dtype dtype) {
-    switch (dtype) {
-    case AG_F32:
-        return 4;
-    case AG_F64:
-        return 8;
-    case AG_I64:
-        return 8;
-    default:
-        return 0;
-    }
-}
-
-const char *ag_dtype_name(ag_dtype dtype) {
-    switch (dtype) {
-    case AG_F32:
-        return "float32";
-    case AG_F64:
-        return "float64";
-    case AG_I64:
-        return "int64";
-    case AG_F16:
-        return "float16";
-    case AG_BF16:
-        return "bfloat16";
-    default:
-        return "invalid";
-    }
-}
-
 const char *ag_status_name(ag_status status) {
     static const char *const names[] = {
         "AG_OK",         "AG_ERR_INVALID_ARG",   "AG_ERR_SHAPE",         "AG_ERR_DTYPE",

@@ -167,14 +167,14 @@ static ag_status cpu_get_kernel(const char *kernel, ag_dtype dtype, ag_kernel_fn
             }
             if (used < sizeof have)
                 used += (size_t)snprintf(have + used, sizeof have - used, "%s%s", used ? ", " : "",
-                                         cpu_dtype_name(e->dtype));
+                                         ag_dtype_name(e->dtype));
         }
     }
     if (used)
         return cpu_fail(AG_ERR_UNSUPPORTED, "cpu backend has no kernel '%s' for %s (it has %s)",
-                        kernel, cpu_dtype_name(dtype), have);
+                        kernel, ag_dtype_name(dtype), have);
     return cpu_fail(AG_ERR_UNSUPPORTED, "cpu backend has no kernel '%s' for %s", kernel,
-                    cpu_dtype_name(dtype));
+                    ag_dtype_name(dtype));
 }
 
 static void *cpu_get_proc_address(const char *name) {

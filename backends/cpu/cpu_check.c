@@ -4,36 +4,6 @@
 
 #include <stdio.h>
 
-const char *cpu_dtype_name(ag_dtype dtype) {
-    switch (dtype) {
-    case AG_F32:
-        return "float32";
-    case AG_F64:
-        return "float64";
-    case AG_I64:
-        return "int64";
-    case AG_F16:
-        return "float16";
-    case AG_BF16:
-        return "bfloat16";
-    default:
-        return "invalid";
-    }
-}
-
-size_t cpu_dtype_size(ag_dtype dtype) {
-    switch (dtype) {
-    case AG_F32:
-        return 4;
-    case AG_F64:
-        return 8;
-    case AG_I64:
-        return 8;
-    default:
-        return 0;
-    }
-}
-
 int64_t cpu_numel(const ag_kernel_tensor *t) {
     int64_t n = 1;
     for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
@@ -88,7 +58,7 @@ ag_status cpu_check_dtype(const char *kernel, const ag_kernel_tensor *t, const c
                           ag_dtype dtype) {
     if (t->dtype == dtype) return AG_OK;
     return cpu_fail(AG_ERR_DTYPE, "%s: %s is %s, expected %s", kernel, role,
-                    cpu_dtype_name(t->dtype), cpu_dtype_name(dtype));
+                    ag_dtype_name(t->dtype), ag_dtype_name(dtype));
 }
 
 ag_status cpu_check_like(const char *kernel, const ag_kernel_tensor *t, const char *role,
@@ -100,7 +70,7 @@ ag_status cpu_check_like(const char *kernel, const ag_kernel_tensor *t, const ch
     if (same) return AG_OK;
     char a[160], b[160];
     return cpu_fail(AG_ERR_SHAPE, "%s: %s %s has shape %s but the output has shape %s", kernel,
-                    cpu_dtype_name(dtype), role, cpu_shape_str(t, a, sizeof a),
+                    ag_dtype_name(dtype), role, cpu_shape_str(t, a, sizeof a),
                     cpu_shape_str(ref, b, sizeof b));
 }
 
@@ -108,6 +78,5 @@ ag_status cpu_check_dim(const char *kernel, const ag_kernel_tensor *t, int64_t d
     if (dim >= 0 && dim < t->ndim) return AG_OK;
     char s[160];
     return cpu_fail(AG_ERR_INVALID_ARG, "%s: dim %lld is out of range for a %s tensor of shape %s",
-                    kernel, (long long)dim, cpu_dtype_name(t->dtype),
-                    cpu_shape_str(t, s, sizeof s));
+                    kernel, (long long)dim, ag_dtype_name(t->dtype), cpu_shape_str(t, s, sizeof s));
 }

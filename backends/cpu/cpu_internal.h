@@ -40,10 +40,6 @@ int cpu_num_threads(void);
 
 /* ---- argument checks (cpu_check.c) ---- */
 
-/* Lower-case dtype name ("float32"); the backend does not link libag's ag_dtype_name. */
-const char *cpu_dtype_name(ag_dtype dtype);
-/* Bytes per element of a dtype with kernels here, 0 otherwise. */
-size_t cpu_dtype_size(ag_dtype dtype);
 /* Number of elements of a kernel tensor (1 for 0-dim). */
 int64_t cpu_numel(const ag_kernel_tensor *t);
 /* Writes "[2, 3]" for t's shape into buf and returns buf. */

@@ -260,8 +260,8 @@ ag_status cpu_copy_tensor(const ag_kernel_tensor *dst, const ag_kernel_tensor *s
         if (st != AG_OK) return st;                                                                \
         const ag_dtype from = args->inputs[0].dtype;                                               \
         if (from != AG_F32 && from != AG_F64 && from != AG_I64)                                    \
-            return cpu_fail(AG_ERR_DTYPE, "copy: cannot convert %s to %s", cpu_dtype_name(from),   \
-                            cpu_dtype_name(CPU_DTYPE_##TO));                                       \
+            return cpu_fail(AG_ERR_DTYPE, "copy: cannot convert %s to %s", ag_dtype_name(from),    \
+                            ag_dtype_name(CPU_DTYPE_##TO));                                        \
         st = cpu_check_like("copy", &args->inputs[0], "input 0", from, &args->outputs[0]);         \
         return st != AG_OK ? st : cpu_copy_tensor(&args->outputs[0], &args->inputs[0]);            \
     }
@@ -310,7 +310,7 @@ typedef struct arange_job {
         if (st != AG_OK) return st;                                                                \
         if (args->outputs[0].ndim != 1)                                                            \
             return cpu_fail(AG_ERR_SHAPE, "arange: %s output must be 1-D, not %d-D",               \
-                            cpu_dtype_name(CPU_DTYPE_##T), args->outputs[0].ndim);                 \
+                            ag_dtype_name(CPU_DTYPE_##T), args->outputs[0].ndim);                  \
         arange_job job = {&args->outputs[0], params_of(args->attrs)};                              \
         const int64_t n = args->outputs[0].shape[0];                                               \
         cpu_parallel_for(n, n, arange_range_##T, &job);                                            \

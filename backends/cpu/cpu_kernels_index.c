@@ -34,7 +34,7 @@ static ag_status shape_error(const ag_kernel_args *args, const char *name, int d
         used += (size_t)snprintf(msg + used, sizeof msg - used, "%s %s, ", g_roles[i],
                                  cpu_shape_str(&args->inputs[i], buf, sizeof buf));
     return cpu_fail(AG_ERR_SHAPE, "%s: %s shapes %soutput %s do not fit along dim %d", name,
-                    cpu_dtype_name(args->outputs[0].dtype), msg,
+                    ag_dtype_name(args->outputs[0].dtype), msg,
                     cpu_shape_str(&args->outputs[0], buf, sizeof buf), dim);
 }
 

@@ -42,7 +42,7 @@ static ag_status plan_matmul(mm_plan *pl, const ag_kernel_args *args, ag_dtype d
     if (!fits) {
         char sa[160], sb[160], so[160];
         return cpu_fail(AG_ERR_SHAPE, "matmul: %s shapes %s @ %s do not give output shape %s",
-                        cpu_dtype_name(dtype), cpu_shape_str(a, sa, sizeof sa),
+                        ag_dtype_name(dtype), cpu_shape_str(a, sa, sizeof sa),
                         cpu_shape_str(b, sb, sizeof sb), cpu_shape_str(out, so, sizeof so));
     }
     pl->a = a;
@@ -85,7 +85,7 @@ static void zero_batch(const mm_plan *pl, void *out, const void *a, const void *
     (void)a;
     (void)b;
     (void)ctx;
-    const size_t es = cpu_dtype_size(pl->out->dtype);
+    const size_t es = ag_dtype_size(pl->out->dtype);
     const int64_t ors = row_stride(pl->out), ocs = col_stride(pl->out);
     for (int64_t i = 0; i < pl->m; i++)
         for (int64_t j = 0; j < pl->n; j++)

@@ -45,7 +45,7 @@ static ag_status plan_reduction(red_plan *pl, const ag_kernel_args *args, const 
     if (!fits) {
         char a[160], b[160];
         return cpu_fail(AG_ERR_SHAPE, "%s: %s input of shape %s cannot reduce to output shape %s",
-                        name, cpu_dtype_name(dtype), cpu_shape_str(in, a, sizeof a),
+                        name, ag_dtype_name(dtype), cpu_shape_str(in, a, sizeof a),
                         cpu_shape_str(out, b, sizeof b));
     }
 
@@ -60,7 +60,7 @@ static ag_status plan_reduction(red_plan *pl, const ag_kernel_args *args, const 
     if (!empty_ok && pl->inner.numel == 0 && pl->outer.numel > 0) {
         char a[160];
         return cpu_fail(AG_ERR_SHAPE, "%s: cannot reduce zero elements (%s input of shape %s)",
-                        name, cpu_dtype_name(dtype), cpu_shape_str(in, a, sizeof a));
+                        name, ag_dtype_name(dtype), cpu_shape_str(in, a, sizeof a));
     }
     return AG_OK;
 }

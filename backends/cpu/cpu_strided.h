@@ -51,7 +51,7 @@ static inline void cpu_geom_init(cpu_geom *g, int ndim, const int64_t *shape) {
 /* Adds t as the next operand, seen through `strides` (NULL: t's own strides). */
 static inline void cpu_geom_add(cpu_geom *g, const ag_kernel_tensor *t, const int64_t *strides) {
     const int op = g->nops++;
-    const size_t es = cpu_dtype_size(t->dtype);
+    const size_t es = ag_dtype_size(t->dtype);
     g->elsize[op] = es;
     /* A zero-size tensor may have no buffer at all: no arithmetic on NULL. */
     g->base[op] = t->data ? (char *)t->data + t->offset * (int64_t)es : NULL;

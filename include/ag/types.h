@@ -55,10 +55,18 @@ typedef struct ag_attrs {
     double reals[4]; /* floating attributes: scalars, epsilons, bounds */
 } ag_attrs;
 
-/* Bytes per element of a dtype (0 for reserved dtypes without storage yet). */
-size_t ag_dtype_size(ag_dtype dtype);
-/* Lower-case name of a dtype ("float32"), or "invalid". */
-const char *ag_dtype_name(ag_dtype dtype);
+/* Bytes per element of a dtype (0 for reserved dtypes without storage yet). Inline, so
+ * backends and plugins use it without linking libag. */
+static inline size_t ag_dtype_size(ag_dtype dtype) {
+    return dtype == AG_F32 ? 4 : dtype == AG_F64 || dtype == AG_I64 ? 8 : 0;
+}
+
+/* Lower-case name of a dtype ("float32"), or "invalid". Inline, as ag_dtype_size. */
+static inline const char *ag_dtype_name(ag_dtype dtype) {
+    static const char *const names[AG_DTYPE_COUNT] = {"float32", "float64", "int64", "float16",
+                                                      "bfloat16"};
+    return (unsigned)dtype < AG_DTYPE_COUNT ? names[dtype] : "invalid";
+}
 /* Name of a status code ("AG_ERR_SHAPE"). */
 const char *ag_status_name(ag_status status);
 
