@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ag/ag.h"
+#include "test_util.h"
 
 static ag_scope *scope;
 
@@ -301,9 +302,5 @@ static Suite *autograd_suite(void) {
 }
 
 int main(void) {
-    SRunner *runner = srunner_create(autograd_suite());
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(autograd_suite());
 }

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "ag/ag.h"
+#include "test_util.h"
 #include "backend_loader.h"
 
 /* From CMake: AG_TEST_FIXTURES, AG_TEST_LIBDIR, AG_TEST_INSTALL_DIR, AG_TEST_CLI. */
@@ -441,9 +442,5 @@ int main(void) {
     tcase_add_test(cli, cli_usage_errors);
     suite_add_tcase(s, cli);
 
-    SRunner *runner = srunner_create(s);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(s);
 }

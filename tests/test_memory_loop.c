@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "ag/ag.h"
+#include "test_util.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
@@ -134,9 +135,5 @@ int main(void) {
     tcase_set_timeout(tc, 1800);
     tcase_add_test(tc, rss_stays_flat_over_training);
     suite_add_tcase(s, tc);
-    SRunner *runner = srunner_create(s);
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(s);
 }

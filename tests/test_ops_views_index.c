@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ag/ag.h"
+#include "test_util.h"
 
 static ag_scope *scope;
 
@@ -750,9 +751,5 @@ static Suite *suite(void) {
 }
 
 int main(void) {
-    SRunner *runner = srunner_create(suite());
-    srunner_run_all(runner, CK_NORMAL);
-    int failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(suite());
 }

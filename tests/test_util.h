@@ -7,6 +7,7 @@
 #ifndef AG_TEST_UTIL_H
 #define AG_TEST_UTIL_H
 
+#include <check.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -154,6 +155,15 @@ static inline double tu_max_abs_diff(const ag_tensor *a, const ag_tensor *b) {
     free(va);
     free(vb);
     return worst;
+}
+
+/* Runs every test of suite s and returns the process exit status (failure if any failed). */
+static inline int tu_run_suite(Suite *s) {
+    SRunner *runner = srunner_create(s);
+    srunner_run_all(runner, CK_NORMAL);
+    int failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
 #endif
