@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/sysinfo.h>
 
@@ -44,8 +45,22 @@ static int cpu_get_num_threads(void) {
     return cpu_num_threads();
 }
 
+/* Number of logical devices: AG_CPU_DEVICES (1..64, default 1). Several logical devices
+ * share host memory and threads; they exist so that device placement, cross-device copies
+ * and mixing errors can be tested on a machine with one CPU. Atomic: read by any thread. */
+static atomic_int g_device_count = 1;
+
 static ag_status cpu_init(void) {
+    const char *env = getenv("AG_CPU_DEVICES");
+    int n = env && env[0] ? atoi(env) : 1;
+    if (n < 1 || n > 64)
+        return cpu_fail(AG_ERR_INVALID_ARG, "cpu: AG_CPU_DEVICES=%s is not a count in 1..64", env);
+    atomic_store(&g_device_count, n);
     return AG_OK;
+}
+
+bool cpu_device_valid(int device) {
+    return device >= 0 && device < atomic_load(&g_device_count);
 }
 
 static void cpu_shutdown(void) {
@@ -53,7 +68,7 @@ static void cpu_shutdown(void) {
 }
 
 static int cpu_device_count(void) {
-    return 1;
+    return atomic_load(&g_device_count);
 }
 
 /* Copies the value of the first "model name" line of /proc/cpuinfo into name. */
@@ -87,7 +102,9 @@ static uint64_t read_mem_available(void) {
 }
 
 static ag_status cpu_device_info(int device, ag_device_info *info) {
-    if (device != 0) return cpu_fail(AG_ERR_INVALID_ARG, "cpu: no device %d (only 0)", device);
+    if (!cpu_device_valid(device))
+        return cpu_fail(AG_ERR_INVALID_ARG, "cpu: no device %d (%d devices)", device,
+                        cpu_device_count());
     if (!info || info->struct_size < sizeof info->struct_size)
         return cpu_fail(AG_ERR_INVALID_ARG, "cpu: device_info needs an ag_device_info");
     ag_device_info full;
@@ -110,8 +127,9 @@ static ag_status cpu_device_info(int device, ag_device_info *info) {
 
 /* Checks a device index and a byte range for the copy slots. */
 static ag_status check_copy(const char *what, int device, const void *a, const void *b) {
-    if (device != 0)
-        return cpu_fail(AG_ERR_INVALID_ARG, "cpu: %s on device %d (only 0)", what, device);
+    if (!cpu_device_valid(device))
+        return cpu_fail(AG_ERR_INVALID_ARG, "cpu: %s on device %d (%d devices)", what, device,
+                        atomic_load(&g_device_count));
     if (!a || !b) return cpu_fail(AG_ERR_INVALID_ARG, "cpu: %s with a NULL pointer", what);
     return AG_OK;
 }
@@ -145,7 +163,9 @@ static ag_status cpu_copy_device(int device, void *dst, size_t dst_offset, const
 }
 
 static ag_status cpu_synchronize(int device) {
-    if (device != 0) return cpu_fail(AG_ERR_INVALID_ARG, "cpu: no device %d (only 0)", device);
+    if (!cpu_device_valid(device))
+        return cpu_fail(AG_ERR_INVALID_ARG, "cpu: no device %d (%d devices)", device,
+                        cpu_device_count());
     return AG_OK; /* kernels run synchronously */
 }
 

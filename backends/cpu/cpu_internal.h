@@ -37,6 +37,8 @@ ag_status cpu_fail(ag_status status, const char *fmt, ...) __attribute__((format
 
 /* Number of threads kernels use (set by cpu_set_num_threads, else the OpenMP default). */
 int cpu_num_threads(void);
+/* Whether device is one of the logical devices (AG_CPU_DEVICES, default 1). */
+bool cpu_device_valid(int device);
 
 /* ---- argument checks (cpu_check.c) ---- */
 
