@@ -2,6 +2,7 @@
  * gradient, retain_graph, ag_grad, create_graph, no_grad, detach, version counters and
  * in-place ops, hooks, scopes. */
 #include <check.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,6 +279,29 @@ START_TEST(scope_return_and_keep) {
 }
 END_TEST
 
+/* A thread turns grad mode off and records nothing, while the main thread still does. */
+static void *thread_without_grad(void *arg) {
+    ag_tensor *x = arg;
+    ag_set_grad_enabled(false);
+    ag_scope *s = ag_scope_begin();
+    ag_tensor *y = ag_mul_scalar(x, 2);
+    bool recorded = ag_requires_grad(y);
+    ag_scope_end(s);
+    return recorded ? x : NULL;
+}
+
+START_TEST(grad_mode_is_thread_local) {
+    ag_tensor *x = vec((double[]){1, 2}, 2, true);
+    pthread_t thread;
+    void *result = x;
+    ck_assert_int_eq(pthread_create(&thread, NULL, thread_without_grad, x), 0);
+    ck_assert_int_eq(pthread_join(thread, &result), 0);
+    ck_assert_ptr_null(result);
+    ck_assert(ag_is_grad_enabled());
+    ck_assert(ag_requires_grad(ag_mul_scalar(x, 2)));
+}
+END_TEST
+
 static Suite *autograd_suite(void) {
     Suite *s = suite_create("autograd");
     TCase *tc = tcase_create("semantics");
@@ -297,6 +321,7 @@ static Suite *autograd_suite(void) {
     tcase_add_test(tc, null_propagates_first_error);
     tcase_add_test(tc, shared_subgraph_and_deep_chain);
     tcase_add_test(tc, scope_return_and_keep);
+    tcase_add_test(tc, grad_mode_is_thread_local);
     suite_add_tcase(s, tc);
     return s;
 }
