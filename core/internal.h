@@ -68,6 +68,8 @@ void *ag__pool_alloc(ag_pool_class cls);
 void ag__pool_free(ag_pool_class cls, void *p);
 /* Frees this thread's free lists (thread exit, process end). */
 void ag__pool_drain(void);
+/* Makes sure this thread's scopes and free lists are freed when the thread exits. */
+void ag__thread_cleanup_arm(void);
 
 /* ---- storage and tensors (core/tensor.c) ---- */
 

@@ -1,7 +1,8 @@
 /* Per-thread free lists for the small structs every op allocates (tensors, storages, graph
  * nodes), so a steady training loop reuses them instead of calling malloc per op. A struct
  * freed on another thread simply joins that thread's list. Lists are bounded, and drained
- * when their thread exits (a pthread key destructor) or the process ends. */
+ * when their thread exits (a pthread key destructor, which also frees the thread's scopes)
+ * or the process ends. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,8 +31,10 @@ static _Thread_local pool_cache cache;
 static pthread_key_t exit_key;
 static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 
+/* Everything a thread caches: its scopes and its free lists. */
 static void thread_exit(void *unused) {
     (void)unused;
+    ag__scopes_shutdown();
     ag__pool_drain();
 }
 
@@ -47,13 +50,16 @@ void *ag__pool_alloc(ag_pool_class cls) {
         memset(item, 0, class_size[cls]);
         return item;
     }
-    if (!cache.registered) {
-        /* A non-NULL value makes pthreads call thread_exit when this thread ends. */
-        pthread_once(&exit_key_once, make_exit_key);
-        pthread_setspecific(exit_key, &cache);
-        cache.registered = true;
-    }
+    ag__thread_cleanup_arm();
     return calloc(1, class_size[cls]);
+}
+
+void ag__thread_cleanup_arm(void) {
+    if (cache.registered) return;
+    /* A non-NULL value makes pthreads call thread_exit when this thread ends. */
+    pthread_once(&exit_key_once, make_exit_key);
+    pthread_setspecific(exit_key, &cache);
+    cache.registered = true;
 }
 
 void ag__pool_free(ag_pool_class cls, void *p) {

@@ -1,4 +1,5 @@
 /* Printing tensors in PyTorch's style: tensor([[1., 2.], [3., 4.]], dtype=float32). */
+#include <math.h>
 #include <stdlib.h>
 #include "internal.h"
 
@@ -8,7 +9,10 @@ static void print_element(FILE *f, ag_dtype dtype, const void *data, int64_t i) 
         return;
     }
     double v = dtype == AG_F32 ? ((const float *)data)[i] : ((const double *)data)[i];
-    fprintf(f, "%.6g", v);
+    if (isnan(v))
+        fputs("nan", f); /* printf writes "-nan" for a NaN with the sign bit set */
+    else
+        fprintf(f, "%.6g", v);
 }
 
 /* Prints dims from `dim` on of a row-major host copy; returns the next flat index. */

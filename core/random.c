@@ -74,25 +74,32 @@ static ag_tensor *sample(ag_generator *gen, ag_dtype dtype, int ndim, const int6
         return NULL;
     }
     int64_t n = 1;
-    for (int d = 0; d < ndim; d++) n *= shape[d] > 0 ? shape[d] : 0;
+    for (int d = 0; d < ndim; d++)
+        if (__builtin_mul_overflow(n, shape[d] > 0 ? shape[d] : 0, &n) || n > (INT64_C(1) << 40)) {
+            ag__error(AG_ERR_SHAPE, "random sampling: too many elements");
+            return NULL;
+        }
     ag_generator *g = gen ? gen : &default_generator;
-    double *v = malloc((size_t)(n ? n : 1) * sizeof *v);
+    /* One spare value, so Box-Muller always gets whole pairs. */
+    double *v = malloc((size_t)(n + 1) * sizeof *v);
     if (!v) {
         ag__error(AG_ERR_OUT_OF_MEMORY, "random sampling: out of host memory for %lld values",
                   (long long)n);
         return NULL;
     }
-    uniform01(g, v, n);
+    uniform01(g, v, dist == DIST_NORMAL ? n + (n & 1) : n);
     for (int64_t i = 0; i < n; i++) {
         if (dist == DIST_UNIFORM) {
             v[i] = a + (b - a) * v[i];
+            /* Rounding to float32 must not reach the excluded upper bound. */
+            if (dtype == AG_F32 && b > a && (float)v[i] >= (float)b)
+                v[i] = nextafterf((float)b, (float)a);
             continue;
         }
         /* Box-Muller on pairs; 1 - u keeps the log argument in (0, 1]. */
-        double u1 = 1.0 - v[i], u2 = i + 1 < n ? v[i + 1] : 0.5;
-        double r = sqrt(-2.0 * log(u1));
-        v[i] = r * cos(2.0 * M_PI * u2);
-        if (i + 1 < n) v[++i] = r * sin(2.0 * M_PI * u2);
+        double r = sqrt(-2.0 * log(1.0 - v[i])), angle = 2.0 * M_PI * v[i + 1];
+        v[i] = r * cos(angle);
+        if (i + 1 < n) v[++i] = r * sin(angle);
     }
     ag_scope *scope = ag_scope_begin();
     ag_tensor *f64 = ag__from_host(AG_F64, ndim, shape, v, ag_default_device());

@@ -18,6 +18,7 @@ ag_scope *ag_scope_begin(void) {
     if (s) {
         spare = s->parent;
     } else {
+        ag__thread_cleanup_arm();
         s = calloc(1, sizeof *s);
         if (!s) {
             ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory opening a scope");

@@ -38,8 +38,7 @@ static ag_storage *storage_new(size_t nbytes, ag_device device) {
     /* Zero-size tensors still get a (tiny) buffer so every tensor has valid storage. */
     ag_status st = be->iface.alloc(device.index, nbytes ? nbytes : 1, &s->data);
     if (st != AG_OK) {
-        ag__error(st == AG_ERR_OUT_OF_MEMORY ? st : AG_ERR_OUT_OF_MEMORY,
-                  "%s backend could not allocate %zu bytes on device %d: %s", be->iface.name,
+        ag__error(st, "%s backend could not allocate %zu bytes on device %d: %s", be->iface.name,
                   nbytes, device.index, be->iface.last_error());
         ag__pool_free(AG_POOL_STORAGE, s);
         return NULL;
@@ -54,7 +53,23 @@ static void storage_release(ag_storage *s) {
     ag__pool_free(AG_POOL_STORAGE, s);
 }
 
+/* Number of elements of a shape times `element_size` bytes, or -1 (with an error set) when
+ * that does not fit in int64. */
+static int64_t checked_size(int ndim, const int64_t *shape, int64_t element_size) {
+    int64_t n = element_size;
+    for (int d = 0; d < ndim; d++)
+        if (__builtin_mul_overflow(n, shape[d], &n)) {
+            char buf[200];
+            ag__error(AG_ERR_SHAPE, "a tensor of shape %s has too many elements",
+                      ag__shape_fmt(buf, sizeof buf, ndim, shape));
+            return -1;
+        }
+    return n;
+}
+
 static ag_tensor *tensor_struct_new(ag_dtype dtype, int ndim, const int64_t *shape) {
+    int64_t numel = checked_size(ndim, shape, 1);
+    if (numel < 0) return NULL;
     ag_tensor *t = ag__pool_alloc(AG_POOL_TENSOR);
     if (!t) {
         ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory allocating a tensor");
@@ -64,8 +79,7 @@ static ag_tensor *tensor_struct_new(ag_dtype dtype, int ndim, const int64_t *sha
     t->dtype = dtype;
     t->ndim = ndim;
     if (ndim) memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
-    t->numel = 1;
-    for (int d = 0; d < ndim; d++) t->numel *= shape[d];
+    t->numel = numel;
     return t;
 }
 
@@ -80,7 +94,8 @@ static ag_status check_geometry(ag_dtype dtype, int ndim, const int64_t *shape) 
         if (shape[d] < 0)
             return ag__error(AG_ERR_SHAPE, "negative extent %lld in dim %d", (long long)shape[d],
                              d);
-    return AG_OK;
+    /* The byte size must fit too: it is what the backend is asked for. */
+    return checked_size(ndim, shape, (int64_t)ag_dtype_size(dtype)) < 0 ? ag_last_status() : AG_OK;
 }
 
 ag_tensor *ag__tensor_alloc(ag_dtype dtype, int ndim, const int64_t *shape, ag_device device) {
@@ -175,6 +190,7 @@ int64_t ag_size(const ag_tensor *t, int dim) {
 
 bool ag_is_contiguous(const ag_tensor *t) {
     if (!t) return false;
+    if (t->numel == 0) return true; /* no element, no layout (as PyTorch) */
     int64_t expected = 1;
     for (int d = t->ndim - 1; d >= 0; d--) {
         if (t->shape[d] == 1) continue; /* the stride of an extent-1 dim is irrelevant */

@@ -105,6 +105,11 @@ ag_tensor *ag_arange(ag_dtype dtype, double start, double end, double step) {
         return NULL;
     }
     double count = ceil((end - start) / step);
+    if (count >= 0x1p62) {
+        ag__error(AG_ERR_SHAPE, "arange: start=%g end=%g step=%g gives too many elements", start,
+                  end, step);
+        return NULL;
+    }
     ag_attrs at = {.ints = {dtype, count > 0 ? (int64_t)count : 0}, .reals = {start, step}};
     return ag__dispatch1(&op_arange, 0, NULL, &at);
 }

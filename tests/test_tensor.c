@@ -1093,6 +1093,58 @@ START_TEST(last_error_is_sticky_replaced_and_cleared) {
 }
 END_TEST
 
+/* Regressions of bugs found by this file: each check failed before its fix. */
+START_TEST(randn_last_of_odd_count_is_symmetric) {
+    ag_generator *g = ag_generator_new(5);
+    int positive = 0;
+    for (int i = 0; i < 400; i++) {
+        double v = 0;
+        ck_assert_int_eq(ag_item(ag_randn(g, AG_F64, 0, NULL), &v), AG_OK);
+        positive += v > 0;
+    }
+    ag_generator_free(g);
+    ck_assert_msg(positive > 150 && positive < 250, "%d of 400 positive", positive);
+}
+END_TEST
+
+START_TEST(float32_rand_never_reaches_the_upper_bound) {
+    ag_generator *g = ag_generator_new(66);
+    ag_tensor *t = ag_rand(g, AG_F32, 1, (int64_t[]){48093});
+    ag_generator_free(g);
+    float *v = ag_data_ptr(expect_tensor(t));
+    for (int64_t i = 0; i < 48093; i++)
+        ck_assert_msg(v[i] < 1.0f, "element %lld is 1", (long long)i);
+}
+END_TEST
+
+START_TEST(oversized_shapes_are_errors) {
+    expect_null(ag_empty(AG_F64, 1, (int64_t[]){INT64_C(1) << 61}), AG_ERR_SHAPE,
+                "too many elements");
+    expect_null(ag_zeros(AG_F32, 2, (int64_t[]){INT64_C(1) << 32, INT64_C(1) << 32}), AG_ERR_SHAPE,
+                "too many elements");
+    expect_null(ag_arange(AG_F64, 0, 1e30, 1), AG_ERR_SHAPE, "too many elements");
+    expect_null(ag_expand(ag_ones(AG_F32, 2, (int64_t[]){1, 1}), 2,
+                          (int64_t[]){INT64_C(1) << 40, INT64_C(1) << 40}),
+                AG_ERR_SHAPE, "too many elements");
+}
+END_TEST
+
+START_TEST(allocation_on_a_missing_device_says_so) {
+    ag_device cpu;
+    ck_assert_int_eq(ag_device_parse("cpu", &cpu), AG_OK);
+    ag_set_default_device((ag_device){cpu.backend, 3});
+    ag_tensor *t = ag_zeros(AG_F32, 1, (int64_t[]){2});
+    ag_set_default_device((ag_device){-1, -1});
+    expect_null(t, AG_ERR_DEVICE, "device 3");
+}
+END_TEST
+
+START_TEST(negative_nan_prints_as_nan) {
+    double minus_nan = -NAN;
+    expect_render(ag_from_f64(&minus_nan, 1, (int64_t[]){1}), "tensor([nan], dtype=float64)\n");
+}
+END_TEST
+
 static Suite *tensor_suite(void) {
     Suite *s = suite_create("tensor");
     struct {
@@ -1125,6 +1177,11 @@ static Suite *tensor_suite(void) {
           to_same_device_shares_data_and_stays_differentiable, synchronize_checks_the_device}},
         {"names", true, {dtype_names_and_sizes, status_names_and_version}},
         {"errors", true, {last_error_is_sticky_replaced_and_cleared}},
+        {"regressions",
+         true,
+         {randn_last_of_odd_count_is_symmetric, float32_rand_never_reaches_the_upper_bound,
+          oversized_shapes_are_errors, allocation_on_a_missing_device_says_so,
+          negative_nan_prints_as_nan}},
         {"ownership",
          false,
          {retain_release_keep_outside_scopes, kept_tensor_outlives_its_scope,

@@ -67,8 +67,7 @@ static void release_cache(void) {
 
 ag_status cpu_alloc(int device, size_t bytes, void **out) {
     if (!cpu_device_valid(device))
-        return cpu_fail(AG_ERR_INVALID_ARG, "cpu: alloc on device %d, which does not exist",
-                        device);
+        return cpu_fail(AG_ERR_DEVICE, "cpu: alloc on device %d, which does not exist", device);
     if (!out) return cpu_fail(AG_ERR_INVALID_ARG, "cpu: alloc with a NULL out pointer");
     if (bytes > MAX_BYTES)
         return cpu_fail(AG_ERR_OUT_OF_MEMORY, "cpu: cannot allocate %zu bytes", bytes);
@@ -116,7 +115,7 @@ void cpu_free(int device, void *buffer, size_t bytes) {
 }
 
 ag_status cpu_memory_stats(int device, ag_memory_stats *stats) {
-    if (!cpu_device_valid(device)) return cpu_fail(AG_ERR_INVALID_ARG, "cpu: no device %d", device);
+    if (!cpu_device_valid(device)) return cpu_fail(AG_ERR_DEVICE, "cpu: no device %d", device);
     if (!stats || stats->struct_size < sizeof stats->struct_size)
         return cpu_fail(AG_ERR_INVALID_ARG, "cpu: memory_stats needs an ag_memory_stats");
     pthread_mutex_lock(&g_lock);
@@ -130,7 +129,7 @@ ag_status cpu_memory_stats(int device, ag_memory_stats *stats) {
 }
 
 ag_status cpu_empty_cache(int device) {
-    if (!cpu_device_valid(device)) return cpu_fail(AG_ERR_INVALID_ARG, "cpu: no device %d", device);
+    if (!cpu_device_valid(device)) return cpu_fail(AG_ERR_DEVICE, "cpu: no device %d", device);
     release_cache();
     return AG_OK;
 }

@@ -103,7 +103,7 @@ static uint64_t read_mem_available(void) {
 
 static ag_status cpu_device_info(int device, ag_device_info *info) {
     if (!cpu_device_valid(device))
-        return cpu_fail(AG_ERR_INVALID_ARG, "cpu: no device %d (%d devices)", device,
+        return cpu_fail(AG_ERR_DEVICE, "cpu: no device %d (%d devices)", device,
                         cpu_device_count());
     if (!info || info->struct_size < sizeof info->struct_size)
         return cpu_fail(AG_ERR_INVALID_ARG, "cpu: device_info needs an ag_device_info");
@@ -128,7 +128,7 @@ static ag_status cpu_device_info(int device, ag_device_info *info) {
 /* Checks a device index and a byte range for the copy slots. */
 static ag_status check_copy(const char *what, int device, const void *a, const void *b) {
     if (!cpu_device_valid(device))
-        return cpu_fail(AG_ERR_INVALID_ARG, "cpu: %s on device %d (%d devices)", what, device,
+        return cpu_fail(AG_ERR_DEVICE, "cpu: %s on device %d (%d devices)", what, device,
                         atomic_load(&g_device_count));
     if (!a || !b) return cpu_fail(AG_ERR_INVALID_ARG, "cpu: %s with a NULL pointer", what);
     return AG_OK;
@@ -164,7 +164,7 @@ static ag_status cpu_copy_device(int device, void *dst, size_t dst_offset, const
 
 static ag_status cpu_synchronize(int device) {
     if (!cpu_device_valid(device))
-        return cpu_fail(AG_ERR_INVALID_ARG, "cpu: no device %d (%d devices)", device,
+        return cpu_fail(AG_ERR_DEVICE, "cpu: no device %d (%d devices)", device,
                         cpu_device_count());
     return AG_OK; /* kernels run synchronously */
 }

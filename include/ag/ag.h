@@ -155,7 +155,7 @@ ag_status ag_item(const ag_tensor *t, double *value);
 ag_status ag_to_host(const ag_tensor *t, void *data, size_t bytes);
 /* Host pointer to element 0 if t lives in host memory (cpu backend), else NULL. */
 void *ag_data_ptr(const ag_tensor *t);
-/* Writes a readable rendering ("tensor([1., 2.], dtype=float32)") to f. */
+/* Writes a readable rendering ("tensor([1, 2.5], dtype=float32)") to f. */
 ag_status ag_fprint(FILE *f, const ag_tensor *t);
 /* ag_fprint to stdout. */
 ag_status ag_print(const ag_tensor *t);
