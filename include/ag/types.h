@@ -52,7 +52,7 @@ typedef enum ag_status {
  * are zero. Fixed size, so dispatch never allocates for attributes. */
 typedef struct ag_attrs {
     int64_t ints[8]; /* integer attributes: dims, flags, counts */
-    double reals[4]; /* floating attributes: scalars, epsilons, bounds */
+    double reals[8]; /* floating attributes: scalars, epsilons, bounds, optimizer settings */
 } ag_attrs;
 
 /* Bytes per element of a dtype (0 for reserved dtypes without storage yet). Inline, so
