@@ -3,7 +3,8 @@
 # everything is present. `--test` adds the lint tools that .ci/run uses.
 set -euo pipefail
 
-packages=(build-essential cmake pkg-config check libsubunit-dev libopenblas-openmp-dev)
+packages=(build-essential cmake pkg-config check libsubunit-dev libopenblas-openmp-dev zlib1g-dev
+    libcjson-dev dataset-fashion-mnist)
 if [[ ${1:-} == --test ]]; then
     packages+=(clang-format cppcheck)
 fi
