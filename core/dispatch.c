@@ -108,7 +108,13 @@ ag_status ag__run_kernel(ag_op_def *op, ag_device device, ag_dtype key, int n_in
     ag_kernel_args args = {
         sizeof args, device.index, n_in, n_out, in, out, attrs ? attrs : &no_attrs};
     ag_status st = fn(&args);
-    if (st != AG_OK) return ag__error(st, "%s: %s", op->name, be->iface.last_error());
+    if (st != AG_OK) {
+        /* Kernels usually name themselves already ("index_select: index 7 ..."). */
+        const char *msg = be->iface.last_error();
+        size_t len = strlen(op->name);
+        bool named = strncmp(msg, op->name, len) == 0 && msg[len] == ':';
+        return named ? ag__error(st, "%s", msg) : ag__error(st, "%s: %s", op->name, msg);
+    }
     return AG_OK;
 }
 
