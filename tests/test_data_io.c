@@ -2,7 +2,7 @@
  * MNIST-named data sets (a small one written here, and the installed Fashion-MNIST), the
  * minibatch loader (order, epochs, drop_last, shards as torch's DistributedSampler),
  * safetensors (round trips, a file written by PyTorch, a table of corrupt files, atomic
- * writes) and checkpoints of a model with its optimizer. */
+ * writes) and checkpoints of a model with its optimizer (exact resume, strict loading). */
 #define _GNU_SOURCE /* nftw */
 #include <check.h>
 #include <dirent.h>
@@ -19,6 +19,8 @@
 #include "ag/ag.h"
 #include "ag/data.h"
 #include "ag/io.h"
+#include "ag/nn.h"
+#include "ag/optim.h"
 #include "test_util.h"
 
 static ag_scope *scope;
@@ -849,6 +851,168 @@ START_TEST(safetensors_write_is_atomic) {
 }
 END_TEST
 
+/* ---- checkpoints ---- */
+
+/* A small classifier: Linear(4, hidden), GELU, LayerNorm(hidden), Linear(hidden, 3)
+ * ("0.*", "2.*", "3.*"), weights drawn from a generator seeded with seed. */
+static ag_module *classifier(int64_t hidden, uint64_t seed) {
+    ag_generator *gen = ag_generator_new(seed);
+    ag_module *layers[4];
+    layers[0] = ag_linear_new(4, hidden, true, gen);
+    layers[1] = ag_gelu_new(false);
+    layers[2] = ag_layer_norm_new(hidden, 1e-5, true);
+    layers[3] = ag_linear_new(hidden, 3, true, gen);
+    ag_generator_free(gen);
+    ag_module *m = ag_sequential_new(4, layers);
+    ck_assert_msg(m != NULL, "%s", ag_last_error());
+    return m;
+}
+
+/* The parameters of m (malloc'd) and their count. */
+static ag_named_tensor *params_of(const ag_module *m, int *n) {
+    *n = ag_module_parameters(m, NULL, 0);
+    ag_named_tensor *p = malloc((size_t)*n * sizeof *p);
+    ck_assert_ptr_nonnull(p);
+    ag_module_parameters(m, p, *n);
+    return p;
+}
+
+/* One AdamW step of m on a fixed batch. */
+static void train_step(ag_module *m, ag_optimizer *opt) {
+    ag_scope *step = ag_scope_begin();
+    ag_tensor *x = tu_tensor(AG_F32, 2, TU_SHAPE(3, 4),
+                             TU_VALUES(1, -2, 0.5, 3, 0, 1, -1, 2, -0.25, 0.75, 2, -3));
+    ag_tensor *y = ag_from_i64((const int64_t[]){2, 0, 1}, 1, TU_SHAPE(3));
+    ag_tensor *loss = ag_cross_entropy(ag_module_forward(m, x), y, NULL);
+    ck_assert_msg(ag_backward(loss, NULL) == AG_OK, "%s", ag_last_error());
+    ck_assert_int_eq(ag_optimizer_step(opt), AG_OK);
+    ck_assert_int_eq(ag_optimizer_zero_grad(opt, true), AG_OK);
+    ag_scope_end(step);
+}
+
+/* Asserts two lists hold the same names and exactly equal tensors. */
+static void expect_same_tensors(int n, const ag_named_tensor *a, int m, const ag_named_tensor *b) {
+    ck_assert_int_eq(n, m);
+    for (int i = 0; i < n; i++) {
+        ck_assert_str_eq(a[i].name, b[i].name);
+        ck_assert_msg(tu_max_abs_diff(a[i].tensor, b[i].tensor) == 0, "%s differs", a[i].name);
+    }
+}
+
+START_TEST(checkpoint_restores_model_and_optimizer_exactly) {
+    ag_module *a = classifier(8, 1), *b = classifier(8, 2);
+    int n, nb;
+    ag_named_tensor *pa = params_of(a, &n), *pb = params_of(b, &nb);
+    ag_adam_options o = ag_adamw_defaults();
+    ag_optimizer *oa = ag_adamw_new(n, pa, &o), *ob = ag_adamw_new(nb, pb, &o);
+    train_step(a, oa);
+    train_step(a, oa);
+    const char *path = tmp("model.safetensors");
+    ck_assert_msg(ag_checkpoint_save(path, a, oa) == AG_OK, "%s", ag_last_error());
+    /* The file holds the parameters by name and the state under "optimizer.". */
+    int nf, ns = ag_optimizer_state(oa, NULL, 0);
+    ag_named_tensor *file;
+    ck_assert_int_eq(ag_safetensors_load(path, &nf, &file), AG_OK);
+    ck_assert_int_eq(nf, n + ns);
+    ck_assert_ptr_nonnull(find(nf, file, "3.bias"));
+    ck_assert_ptr_nonnull(find(nf, file, "optimizer.0.exp_avg"));
+    ag_named_tensors_free(nf, file);
+
+    ck_assert_msg(ag_checkpoint_load(path, b, ob) == AG_OK, "%s", ag_last_error());
+    expect_same_tensors(n, pa, nb, pb);
+    ag_named_tensor sa[64], sb[64];
+    ck_assert_int_le(ns, 64);
+    expect_same_tensors(ag_optimizer_state(oa, sa, 64), sa, ag_optimizer_state(ob, sb, 64), sb);
+    /* Resuming from the checkpoint continues exactly as the original run. */
+    train_step(a, oa);
+    train_step(b, ob);
+    expect_same_tensors(n, pa, nb, pb);
+    /* Loading into the loaded model again leaves no graph behind: parameters stay leaves. */
+    ck_assert_int_eq(ag_checkpoint_load(path, b, NULL), AG_OK);
+    ck_assert(ag_is_leaf(pb[0].tensor) && ag_requires_grad(pb[0].tensor));
+    ag_optimizer_free(oa);
+    ag_optimizer_free(ob);
+    free(pa);
+    free(pb);
+    ag_module_free(a);
+    ag_module_free(b);
+}
+END_TEST
+
+START_TEST(checkpoint_mismatches_are_errors_that_change_nothing) {
+    ag_module *a = classifier(8, 1);
+    const char *path = tmp("model.safetensors");
+    ck_assert_int_eq(ag_checkpoint_save(path, a, NULL), AG_OK);
+    ag_module *wide = classifier(16, 3);
+    int n;
+    ag_named_tensor *p = params_of(wide, &n);
+    ag_tensor *before = ag_clone(p[0].tensor);
+    expect_error(ag_checkpoint_load(path, wide, NULL), AG_ERR_SHAPE,
+                 "parameter '0.weight' has shape [8, 4] in the file but [16, 4] in the model");
+    ck_assert(tu_max_abs_diff(before, p[0].tensor) == 0);
+    /* A model with fewer layers: entries of the file are left over. */
+    ag_module *one = ag_sequential_new(1, (ag_module *[]){ag_linear_new(4, 8, true, NULL)});
+    expect_error(ag_checkpoint_load(path, one, NULL), AG_ERR_IO, "unexpected entry '2.bias'");
+    /* A model with more layers: a parameter is missing. */
+    ag_module *more = ag_sequential_new(
+        5, (ag_module *[]){ag_linear_new(4, 8, true, NULL), ag_gelu_new(false),
+                           ag_layer_norm_new(8, 1e-5, true), ag_linear_new(8, 3, true, NULL),
+                           ag_linear_new(3, 3, true, NULL)});
+    expect_error(ag_checkpoint_load(path, more, NULL), AG_ERR_IO,
+                 "parameter '4.weight' is missing");
+    /* Another dtype. */
+    ag_named_tensor f64[] = {{"0.weight", ag_zeros(AG_F64, 2, TU_SHAPE(8, 4))},
+                             {"0.bias", ag_zeros(AG_F32, 1, TU_SHAPE(8))}};
+    ck_assert_int_eq(ag_safetensors_save(tmp("f64.safetensors"), 2, f64), AG_OK);
+    expect_error(ag_checkpoint_load(tmp("f64.safetensors"), one, NULL), AG_ERR_DTYPE,
+                 "parameter '0.weight' is float64 in the file but float32 in the model");
+    /* Files that are not checkpoints at all. */
+    expect_error(ag_checkpoint_load(tmp("none.safetensors"), a, NULL), AG_ERR_IO,
+                 "none.safetensors|No such file");
+    write_file(tmp("junk.safetensors"), "\x10\0\0\0\0\0\0\0{\"a\":", 13, false);
+    expect_error(ag_checkpoint_load(tmp("junk.safetensors"), a, NULL), AG_ERR_IO,
+                 "runs past the end");
+    expect_error(ag_checkpoint_save(path, NULL, NULL), AG_ERR_INVALID_ARG, "NULL");
+    ag_module_free(a);
+    ag_module_free(wide);
+    ag_module_free(one);
+    ag_module_free(more);
+    free(p);
+}
+END_TEST
+
+START_TEST(checkpoint_optimizer_state_must_fit_the_optimizer) {
+    ag_module *a = classifier(8, 1), *b = classifier(8, 2);
+    int n;
+    ag_named_tensor *pa = params_of(a, &n), *pb = params_of(b, &n);
+    ag_adam_options o = ag_adamw_defaults();
+    ag_optimizer *adam = ag_adamw_new(n, pa, &o);
+    train_step(a, adam);
+    const char *path = tmp("adam.safetensors");
+    ck_assert_int_eq(ag_checkpoint_save(path, a, adam), AG_OK);
+    /* Adam's state in an SGD with momentum: refused before any parameter changes. */
+    ag_sgd_options so = ag_sgd_defaults(0.1);
+    so.momentum = 0.9;
+    ag_optimizer *sgd = ag_sgd_new(n, pb, &so);
+    ag_tensor *before = ag_clone(pb[0].tensor);
+    ag_status st = ag_checkpoint_load(path, b, sgd);
+    ck_assert_msg(st != AG_OK && strstr(ag_last_error(), "exp_avg"), "%s", ag_last_error());
+    ag_clear_error();
+    ck_assert(tu_max_abs_diff(before, pb[0].tensor) == 0);
+    /* Without an optimizer the state is ignored; a file without state leaves one alone. */
+    ck_assert_int_eq(ag_checkpoint_load(path, b, NULL), AG_OK);
+    ck_assert_int_eq(ag_checkpoint_save(tmp("plain.safetensors"), a, NULL), AG_OK);
+    ck_assert_int_eq(ag_checkpoint_load(tmp("plain.safetensors"), b, sgd), AG_OK);
+    ck_assert_int_eq(ag_optimizer_state(sgd, NULL, 0), 0);
+    ag_optimizer_free(adam);
+    ag_optimizer_free(sgd);
+    free(pa);
+    free(pb);
+    ag_module_free(a);
+    ag_module_free(b);
+}
+END_TEST
+
 /* ---- suite ---- */
 
 static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -878,6 +1042,10 @@ static Suite *data_io_suite(void) {
           safetensors_reads_the_file_pytorch_wrote, safetensors_corrupt_files_are_io_errors,
           safetensors_never_crash_on_damaged_bytes, safetensors_save_checks_its_arguments,
           safetensors_write_is_atomic}},
+        {"checkpoint",
+         {checkpoint_restores_model_and_optimizer_exactly,
+          checkpoint_mismatches_are_errors_that_change_nothing,
+          checkpoint_optimizer_state_must_fit_the_optimizer}},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         TCase *tc = tcase_create(cases[c].name);

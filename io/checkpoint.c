@@ -1,0 +1,148 @@
+/* Checkpoints: a model's parameters under their state-dict names ("0.weight") and an
+ * optimizer's state under "optimizer.<name>", in one safetensors file. Loading is strict
+ * like PyTorch's load_state_dict: every parameter present with its shape and dtype, no
+ * unknown entries, and nothing is changed unless everything checks out. */
+#include <stdlib.h>
+#include <string.h>
+#include "ag/io.h"
+#include "../core/internal.h"
+
+#define OPT_PREFIX "optimizer."
+
+/* A module's named parameters (malloc'd array with room for `extra` more entries; names
+ * and tensors borrowed) into *out. */
+static ag_status model_params(const ag_module *model, int extra, int *n, ag_named_tensor **out) {
+    *out = NULL;
+    *n = ag_module_parameters(model, NULL, 0);
+    if (*n < 0) return ag_last_status();
+    *out = malloc((size_t)(*n + extra + 1) * sizeof **out);
+    if (!*out) return ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory listing parameters");
+    ag_module_parameters(model, *out, *n);
+    return AG_OK;
+}
+
+/* Saves a model and optionally its optimizer (see io.h). */
+ag_status ag_checkpoint_save(const char *path, const ag_module *model, const ag_optimizer *opt) {
+    if (!path || !model)
+        return ag__error(AG_ERR_INVALID_ARG, "ag_checkpoint_save: path or model is NULL");
+    int n_params = 0, n_state = opt ? ag_optimizer_state(opt, NULL, 0) : 0;
+    if (n_state < 0) return ag_last_status();
+    ag_named_tensor *all = NULL;
+    ag_status st = model_params(model, n_state, &n_params, &all);
+    ag_named_tensor *state = all ? all + n_params : NULL;
+    if (st == AG_OK && n_state && ag_optimizer_state(opt, state, n_state) < 0)
+        st = ag_last_status();
+    /* State names get the prefix in malloc'd copies, freed below. */
+    int named = 0;
+    while (st == AG_OK && named < n_state) {
+        size_t len = strlen(OPT_PREFIX) + strlen(state[named].name) + 1;
+        char *name = malloc(len);
+        if (name) {
+            snprintf(name, len, OPT_PREFIX "%s", state[named].name);
+            state[named++].name = name;
+        } else {
+            st = ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory saving %s", path);
+        }
+    }
+    if (st == AG_OK) st = ag_safetensors_save(path, n_params + n_state, all);
+    for (int i = 0; i < named; i++) free((char *)all[n_params + i].name);
+    free(all);
+    return st;
+}
+
+/* True for the names of optimizer state. */
+static bool is_optimizer(const char *name) {
+    return strncmp(name, OPT_PREFIX, strlen(OPT_PREFIX)) == 0;
+}
+
+/* By name, for bsearch. */
+static int by_name(const void *a, const void *b) {
+    return strcmp(((const ag_named_tensor *)a)->name, ((const ag_named_tensor *)b)->name);
+}
+
+/* Checks that the file's entries (sorted by name) match the parameters exactly. */
+static ag_status check_params(const char *path, int n_params, const ag_named_tensor *params,
+                              int n_file, const ag_named_tensor *file) {
+    for (int i = 0; i < n_params; i++) {
+        const ag_named_tensor *p = &params[i];
+        const ag_named_tensor *f = bsearch(p, file, (size_t)n_file, sizeof *file, by_name);
+        char want[192], got[192];
+        if (!f)
+            return ag__error(AG_ERR_IO, "checkpoint %s: parameter '%s' is missing", path, p->name);
+        ag_shape_str(p->tensor, want, sizeof want);
+        ag_shape_str(f->tensor, got, sizeof got);
+        if (strcmp(want, got) != 0)
+            return ag__error(AG_ERR_SHAPE,
+                             "checkpoint %s: parameter '%s' has shape %s in the file but %s in the "
+                             "model",
+                             path, p->name, got, want);
+        if (ag_dtype_of(p->tensor) != ag_dtype_of(f->tensor))
+            return ag__error(AG_ERR_DTYPE,
+                             "checkpoint %s: parameter '%s' is %s in the file but %s in the model",
+                             path, p->name, ag_dtype_name(ag_dtype_of(f->tensor)),
+                             ag_dtype_name(ag_dtype_of(p->tensor)));
+    }
+    /* Names are unique, so with every parameter found, equal counts mean nothing else. */
+    int model_entries = 0;
+    for (int i = 0; i < n_file; i++) model_entries += !is_optimizer(file[i].name);
+    for (int i = 0; model_entries > n_params && i < n_file; i++) {
+        bool known = is_optimizer(file[i].name);
+        for (int k = 0; !known && k < n_params; k++)
+            known = strcmp(file[i].name, params[k].name) == 0;
+        if (!known)
+            return ag__error(AG_ERR_IO,
+                             "checkpoint %s: unexpected entry '%s' (not a parameter of the model)",
+                             path, file[i].name);
+    }
+    return AG_OK;
+}
+
+/* Copies the file's values into the parameters, under no_grad. */
+static ag_status copy_params(int n_params, const ag_named_tensor *params, int n_file,
+                             const ag_named_tensor *file) {
+    bool prev = ag_set_grad_enabled(false);
+    ag_scope *scope = ag_scope_begin();
+    ag_status st = AG_OK;
+    for (int i = 0; st == AG_OK && i < n_params; i++) {
+        const ag_named_tensor *f = bsearch(&params[i], file, (size_t)n_file, sizeof *file, by_name);
+        ag_tensor *src = ag_to_device(f->tensor, ag_device_of(params[i].tensor));
+        if (!ag_copy_(params[i].tensor, src)) st = ag_last_status();
+    }
+    ag_scope_end(scope);
+    ag_set_grad_enabled(prev);
+    return st;
+}
+
+/* The "optimizer." entries of the file with the prefix removed (names point into file's). */
+static int optimizer_entries(int n_file, const ag_named_tensor *file, ag_named_tensor *out) {
+    int n = 0;
+    for (int i = 0; i < n_file; i++)
+        if (is_optimizer(file[i].name))
+            out[n++] = (ag_named_tensor){file[i].name + strlen(OPT_PREFIX), file[i].tensor};
+    return n;
+}
+
+/* Loads a checkpoint into a model and optionally an optimizer (see io.h). */
+ag_status ag_checkpoint_load(const char *path, ag_module *model, ag_optimizer *opt) {
+    if (!path || !model)
+        return ag__error(AG_ERR_INVALID_ARG, "ag_checkpoint_load: path or model is NULL");
+    int n_file = 0, n_params = 0;
+    ag_named_tensor *file = NULL, *params = NULL, *state = NULL;
+    ag_status st = ag_safetensors_load(path, &n_file, &file);
+    if (st == AG_OK) st = model_params(model, 0, &n_params, &params);
+    if (st == AG_OK) {
+        qsort(file, (size_t)n_file, sizeof *file, by_name);
+        st = check_params(path, n_params, params, n_file, file);
+    }
+    if (st == AG_OK && !(state = malloc((size_t)(n_file + 1) * sizeof *state)))
+        st = ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory loading %s", path);
+    /* The optimizer checks its state itself: load it first, so a mismatch there leaves the
+     * parameters as they were. */
+    int n_state = st == AG_OK ? optimizer_entries(n_file, file, state) : 0;
+    if (st == AG_OK && opt && n_state) st = ag_optimizer_load_state(opt, n_state, state);
+    if (st == AG_OK) st = copy_params(n_params, params, n_file, file);
+    free(state);
+    free(params);
+    ag_named_tensors_free(n_file, file);
+    return st;
+}
