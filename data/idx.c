@@ -178,16 +178,11 @@ static double element(const idx_file *f, int64_t i) {
     }
 }
 
-/* A tensor of dtype with the given shape holding f's elements; float dtypes are divided by
- * `divisor` in their own precision (as torch's x.float() / 255). */
+/* A tensor of dtype (float32, float64 or int64) with the given shape holding f's elements;
+ * float dtypes are divided by `divisor` in their own precision (as torch's x.float() / 255). */
 static ag_tensor *to_tensor(const char *path, const idx_file *f, ag_dtype dtype, double divisor,
                             int ndim, const int64_t *shape) {
     size_t esize = ag_dtype_size(dtype);
-    if (dtype != AG_F32 && dtype != AG_F64 && dtype != AG_I64) {
-        ag__error(AG_ERR_DTYPE, "%s: cannot read IDX data as %s (float32, float64 or int64)", path,
-                  ag_dtype_name(dtype));
-        return NULL;
-    }
     void *buf = malloc((size_t)f->numel * esize);
     if (!buf) {
         ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory converting %lld elements", path,
@@ -218,6 +213,9 @@ static ag_tensor *to_tensor(const char *path, const idx_file *f, ag_dtype dtype,
 ag_status ag_idx_read(const char *path, ag_dtype dtype, ag_tensor **out) {
     if (!path || !out) return ag__error(AG_ERR_INVALID_ARG, "ag_idx_read: path or out is NULL");
     *out = NULL;
+    if (dtype != AG_F32 && dtype != AG_F64 && dtype != AG_I64)
+        return ag__error(AG_ERR_DTYPE, "%s: cannot read IDX data as %s (float32, float64 or int64)",
+                         path, ag_dtype_name(dtype));
     idx_file f;
     ag_status st = idx_load(path, &f);
     if (st == AG_OK) {
