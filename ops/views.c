@@ -47,7 +47,8 @@ static ag_status emit(ag_op_ctx *ctx, ag_tensor *base, const geom *g) {
 /* Attributes carry a resolved shape as ints[0..ndim), followed by -1 when ndim < 8:
  * extents are never negative, and eight dims fill every slot. */
 static void shape_to_attrs(int ndim, const int64_t *shape, ag_attrs *at) {
-    if (ndim) memcpy(at->ints, shape, (size_t)ndim * sizeof *shape);
+    /* The explicit range also tells gcc's -O3 overflow analysis that ndim fits. */
+    for (int d = 0; d < ndim && d < AG_MAX_DIMS; d++) at->ints[d] = shape[d];
     if (ndim < AG_MAX_DIMS) at->ints[ndim] = -1;
 }
 
