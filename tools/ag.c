@@ -20,6 +20,7 @@ static int cmd_info(int argc, char **argv);
 static const command commands[] = {
     {"info", "show the version, the backend search path, backends and devices", cmd_info},
     {"overhead", "measure the framework's cost per tiny op (forward, backward)", ag_cmd_overhead},
+    {"train", "train the seed's MLP on Fashion-MNIST (or time its steps)", ag_cmd_train},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -5,5 +5,7 @@
 
 /* `ag overhead`: framework overhead per tiny op, forward and forward+backward. */
 int ag_cmd_overhead(int argc, char **argv);
+/* `ag train`: trains the seed's §P MLP on Fashion-MNIST, evaluates checkpoints, times steps. */
+int ag_cmd_train(int argc, char **argv);
 
 #endif

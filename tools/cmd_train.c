@@ -1,0 +1,329 @@
+/* `ag train`: trains the seed's §P network (784-512-512-10 MLP with GELU and LayerNorm) on
+ * Fashion-MNIST with the recipe of include/ag/train.h, on the backend AG_BACKEND selects.
+ * Also evaluates a saved checkpoint (--load --eval-only) and times single training steps
+ * (--bench-steps). docs/training.md describes the options and the output. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ag/io.h"
+#include "ag/train.h"
+#include "commands.h"
+
+/* Warm-up steps of --bench-steps, not timed. */
+enum { BENCH_WARMUP = 10, MAX_BENCH_STEPS = 100000 };
+
+typedef struct train_args {
+    ag_train_config config;
+    int epochs;
+    const char *data, *save, *load;
+    bool eval_only, quiet;
+    int64_t limit, bench_steps;
+} train_args;
+
+static const char usage_text[] =
+    "usage: ag train [options]\n"
+    "Trains the seed's section P MLP (784-H-H-10, GELU, LayerNorm) on Fashion-MNIST.\n"
+    "  --epochs N           epochs (10)\n"
+    "  --batch-size N       images per batch (128)\n"
+    "  --lr X               peak learning rate of AdamW (2e-3)\n"
+    "  --weight-decay X     AdamW's decoupled weight decay (1e-2)\n"
+    "  --accumulate N       batches per optimizer step (2)\n"
+    "  --clip X             max gradient norm, 0 for none (1.0)\n"
+    "  --label-smoothing X  of the cross entropy (0.1)\n"
+    "  --warmup N           linear warm-up steps before the cosine schedule (0)\n"
+    "  --hidden N           width H of the hidden layers (512)\n"
+    "  --seed N             initialisation and shuffling seed (0)\n"
+    "  --data DIR           MNIST-format data set (" AG_FASHION_MNIST_DIR ")\n"
+    "  --limit N            train on the first N training images only\n"
+    "  --save FILE          write a checkpoint (model + optimizer) after training\n"
+    "  --load FILE          start from a checkpoint\n"
+    "  --eval-only          with --load: print the test accuracy and stop\n"
+    "  --bench-steps N      time N training steps of one batch on random data, print ms/step\n"
+    "  --quiet              no progress output, epoch lines only\n";
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("ag train: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\n(ag train --help shows the options)\n", stderr);
+    return 2;
+}
+
+/* Reports a failed library call with ag's message; returns the exit status 1. */
+static int fail(const char *what) {
+    fprintf(stderr, "ag train: %s: %s\n", what, ag_last_error());
+    return 1;
+}
+
+/* Parses an integer option in [min, max]; false (after a message) if it is not one. */
+static bool parse_int(const char *name, const char *text, int64_t min, int64_t max, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno || end == text || *end || v < min || v > max) {
+        usage_error("--%s must be an integer in %lld..%lld, not '%s'", name, (long long)min,
+                    (long long)max, text);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* Parses a real option in [min, max]; false (after a message) if it is not one. */
+static bool parse_real(const char *name, const char *text, double min, double max, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || end == text || *end || !(v >= min && v <= max)) {
+        usage_error("--%s must be a number in [%g, %g], not '%s'", name, min, max, text);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+enum {
+    OPT_EPOCHS = 256,
+    OPT_BATCH,
+    OPT_LR,
+    OPT_WD,
+    OPT_ACCUMULATE,
+    OPT_CLIP,
+    OPT_SMOOTHING,
+    OPT_WARMUP,
+    OPT_HIDDEN,
+    OPT_SEED,
+    OPT_DATA,
+    OPT_LIMIT,
+    OPT_SAVE,
+    OPT_LOAD,
+    OPT_EVAL_ONLY,
+    OPT_BENCH,
+    OPT_QUIET
+};
+
+/* Applies one option; false on a bad value (message printed). */
+static bool apply_option(int c, const char *name, const char *arg, train_args *a) {
+    ag_train_config *cfg = &a->config;
+    int64_t v = 0;
+    switch (c) {
+    case OPT_EPOCHS:
+        if (!parse_int(name, arg, 1, 100000, &v)) return false;
+        a->epochs = (int)v;
+        return true;
+    case OPT_BATCH:
+        return parse_int(name, arg, 1, 1 << 20, &cfg->batch_size);
+    case OPT_LR:
+        return parse_real(name, arg, 1e-12, 10, &cfg->lr);
+    case OPT_WD:
+        return parse_real(name, arg, 0, 10, &cfg->weight_decay);
+    case OPT_ACCUMULATE:
+        if (!parse_int(name, arg, 1, 1024, &v)) return false;
+        cfg->accumulate = (int)v;
+        return true;
+    case OPT_CLIP:
+        return parse_real(name, arg, 0, 1e9, &cfg->clip);
+    case OPT_SMOOTHING:
+        return parse_real(name, arg, 0, 1, &cfg->label_smoothing);
+    case OPT_WARMUP:
+        return parse_int(name, arg, 0, INT64_MAX, &cfg->warmup_steps);
+    case OPT_HIDDEN:
+        return parse_int(name, arg, 1, 1 << 16, &cfg->hidden);
+    case OPT_SEED:
+        if (!parse_int(name, arg, 0, INT64_MAX, &v)) return false;
+        cfg->seed = (uint64_t)v;
+        return true;
+    case OPT_LIMIT:
+        return parse_int(name, arg, 1, INT64_MAX, &a->limit);
+    case OPT_BENCH:
+        return parse_int(name, arg, 1, MAX_BENCH_STEPS, &a->bench_steps);
+    case OPT_DATA:
+        a->data = arg;
+        return true;
+    case OPT_SAVE:
+        a->save = arg;
+        return true;
+    case OPT_LOAD:
+        a->load = arg;
+        return true;
+    case OPT_EVAL_ONLY:
+        a->eval_only = true;
+        return true;
+    default: /* OPT_QUIET */
+        a->quiet = true;
+        return true;
+    }
+}
+
+/* Fills a from argv; returns -1 to go on, else the exit status (0 after --help). */
+static int parse_args(int argc, char **argv, train_args *a) {
+    static const struct option options[] = {
+        {"epochs", required_argument, NULL, OPT_EPOCHS},
+        {"batch-size", required_argument, NULL, OPT_BATCH},
+        {"lr", required_argument, NULL, OPT_LR},
+        {"weight-decay", required_argument, NULL, OPT_WD},
+        {"accumulate", required_argument, NULL, OPT_ACCUMULATE},
+        {"clip", required_argument, NULL, OPT_CLIP},
+        {"label-smoothing", required_argument, NULL, OPT_SMOOTHING},
+        {"warmup", required_argument, NULL, OPT_WARMUP},
+        {"hidden", required_argument, NULL, OPT_HIDDEN},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"data", required_argument, NULL, OPT_DATA},
+        {"limit", required_argument, NULL, OPT_LIMIT},
+        {"save", required_argument, NULL, OPT_SAVE},
+        {"load", required_argument, NULL, OPT_LOAD},
+        {"eval-only", no_argument, NULL, OPT_EVAL_ONLY},
+        {"bench-steps", required_argument, NULL, OPT_BENCH},
+        {"quiet", no_argument, NULL, OPT_QUIET},
+        {"help", no_argument, NULL, 'h'},
+        {0}};
+    *a = (train_args){.config = ag_train_defaults(), .epochs = 10, .data = AG_FASHION_MNIST_DIR};
+    int c, index = 0;
+    while ((c = getopt_long(argc, argv, "h", options, &index)) != -1) {
+        if (c == 'h') {
+            fputs(usage_text, stdout);
+            return 0;
+        }
+        if (c == '?') return usage_error("unknown option or missing value");
+        if (!apply_option(c, options[index].name, optarg, a)) return 2;
+    }
+    if (optind < argc) return usage_error("unexpected argument '%s'", argv[optind]);
+    if (a->eval_only && !a->load) return usage_error("--eval-only needs --load FILE");
+    if (a->eval_only && a->save) return usage_error("--eval-only does not train: drop --save");
+    if (a->bench_steps && (a->load || a->save || a->eval_only))
+        return usage_error("--bench-steps runs alone: drop --load, --save and --eval-only");
+    return -1;
+}
+
+static int compare_doubles(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+/* --bench-steps: one training step = forward, loss, backward, clip, AdamW, schedule and
+ * zero_grad on one batch (no accumulation), on fixed random inputs; prints the median. */
+static int bench(const train_args *a) {
+    ag_train_config cfg = a->config;
+    cfg.accumulate = 1;
+    int64_t n = a->bench_steps;
+    ag_trainer t;
+    if (ag_trainer_init(&t, &cfg, n + BENCH_WARMUP) != AG_OK) return fail("building the model");
+    ag_generator *gen = ag_generator_new(cfg.seed);
+    int64_t *labels = malloc((size_t)cfg.batch_size * sizeof *labels);
+    double *ms = malloc((size_t)n * sizeof *ms);
+    ag_tensor *x =
+        gen ? ag_randn(gen, AG_F32, 2, (int64_t[]){cfg.batch_size, cfg.in_features}) : NULL;
+    ag_tensor *y = NULL;
+    if (labels) {
+        for (int64_t i = 0; i < cfg.batch_size; i++) labels[i] = i % cfg.classes;
+        y = ag_from_i64(labels, 1, (int64_t[]){cfg.batch_size});
+    }
+    ag_status st = x && y && ms ? AG_OK : AG_ERR_OUT_OF_MEMORY;
+    double loss = 0;
+    for (int64_t i = 0; st == AG_OK && i < n + BENCH_WARMUP; i++) {
+        double start = ag_train_clock();
+        st = ag_trainer_accumulate(&t, x, y, 1, &loss);
+        if (st == AG_OK) st = ag_trainer_step(&t);
+        if (st == AG_OK) st = ag_synchronize(ag_default_device());
+        if (i >= BENCH_WARMUP) ms[i - BENCH_WARMUP] = (ag_train_clock() - start) * 1e3;
+    }
+    int rc = st == AG_OK ? 0 : fail("training step");
+    if (rc == 0) {
+        char dev[64];
+        ag_device_str(ag_default_device(), dev, sizeof dev);
+        qsort(ms, (size_t)n, sizeof *ms, compare_doubles);
+        printf("ag: %.2f ms/step (median of %lld steps after %d warm-up; min %.2f, max %.2f; "
+               "batch %lld, %lld-%lld-%lld-%lld MLP, %s, last loss %.4f)\n",
+               ms[n / 2], (long long)n, BENCH_WARMUP, ms[0], ms[n - 1], (long long)cfg.batch_size,
+               (long long)cfg.in_features, (long long)cfg.hidden, (long long)cfg.hidden,
+               (long long)cfg.classes, dev, loss);
+    }
+    ag_release(x);
+    ag_release(y);
+    free(ms);
+    free(labels);
+    ag_generator_free(gen);
+    ag_trainer_free(&t);
+    return rc;
+}
+
+/* Loads --load into the trainer (the optimizer state too unless only evaluating). */
+static int load_checkpoint(const train_args *a, ag_trainer *t) {
+    if (ag_checkpoint_load(a->load, t->model, a->eval_only ? NULL : t->optimizer) == AG_OK)
+        return 0;
+    fprintf(stderr,
+            "ag train: cannot load checkpoint '%s' into the %lld-%lld-%lld-%lld model: %s\n",
+            a->load, (long long)t->config.in_features, (long long)t->config.hidden,
+            (long long)t->config.hidden, (long long)t->config.classes, ag_last_error());
+    return 1;
+}
+
+/* The training run: epochs of training, each followed by a test evaluation. */
+static int train(const train_args *a, ag_train_data *d, ag_trainer *t) {
+    int64_t batches = ag_loader_batches(d->train_loader);
+    int64_t steps = ag_train_steps_per_epoch(batches, a->config.accumulate) * a->epochs;
+    if (a->config.warmup_steps >= steps)
+        return usage_error("--warmup %lld must be below the run's %lld optimizer steps",
+                           (long long)a->config.warmup_steps, (long long)steps);
+    if (ag_trainer_init(t, &a->config, steps) != AG_OK) return fail("building the model");
+    if (a->load && load_checkpoint(a, t)) return 1;
+    char dev[64];
+    ag_device_str(ag_default_device(), dev, sizeof dev);
+    printf("training %lld-%lld-%lld-%lld MLP on %s: %lld images in %lld batches of %lld, %lld "
+           "optimizer steps (accumulate %d) in %d epoch%s, seed %llu\n",
+           (long long)t->config.in_features, (long long)t->config.hidden,
+           (long long)t->config.hidden, (long long)t->config.classes, dev,
+           (long long)(a->limit > 0 && a->limit < d->train.count ? a->limit : d->train.count),
+           (long long)batches, (long long)a->config.batch_size, (long long)steps,
+           a->config.accumulate, a->epochs, a->epochs == 1 ? "" : "s",
+           (unsigned long long)a->config.seed);
+    ag_progress progress;
+    ag_progress_init(&progress, stdout, a->quiet);
+    ag_accuracy acc = {0};
+    for (int e = 0; e < a->epochs; e++) {
+        ag_epoch_stats stats;
+        ag_loader_set_epoch(d->train_loader, (uint64_t)e);
+        ag_progress_begin(&progress, e + 1, a->epochs, batches);
+        if (ag_train_epoch(t, d->train_loader, &progress, &stats) != AG_OK) return fail("training");
+        if (ag_evaluate(t->model, d->test_loader, &acc) != AG_OK) return fail("evaluation");
+        ag_progress_epoch(&progress, &stats, &acc);
+    }
+    ag_print_accuracy(stdout, &acc);
+    if (a->save && ag_checkpoint_save(a->save, t->model, t->optimizer) != AG_OK)
+        return fail("saving the checkpoint");
+    if (a->save) printf("saved checkpoint %s\n", a->save);
+    return 0;
+}
+
+/* --load FILE --eval-only: the test accuracy of a checkpoint. */
+static int eval_only(const train_args *a, ag_train_data *d, ag_trainer *t) {
+    if (ag_trainer_init(t, &a->config, 0) != AG_OK) return fail("building the model");
+    if (load_checkpoint(a, t)) return 1;
+    ag_accuracy acc;
+    if (ag_evaluate(t->model, d->test_loader, &acc) != AG_OK) return fail("evaluation");
+    ag_print_accuracy(stdout, &acc);
+    return 0;
+}
+
+/* `ag train`: parses the options, loads the data and trains, evaluates or benchmarks. */
+int ag_cmd_train(int argc, char **argv) {
+    train_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc >= 0) return rc;
+    if (ag_init() != AG_OK) return fail("initialising ag");
+    if (a.bench_steps) return bench(&a);
+    ag_train_data data;
+    if (ag_train_data_load(&data, a.data, &a.config, !a.eval_only, a.limit) != AG_OK)
+        return fail("loading the data set");
+    ag_trainer t = {0};
+    rc = a.eval_only ? eval_only(&a, &data, &t) : train(&a, &data, &t);
+    ag_trainer_free(&t);
+    ag_train_data_free(&data);
+    return rc;
+}
