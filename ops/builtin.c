@@ -18,6 +18,7 @@ typedef ag_status (*register_fn)(void);
 static const register_fn groups[] = {
     ag__register_creation_ops, ag__register_elementwise_ops, ag__register_reduce_ops,
     ag__register_linalg_ops,   ag__register_view_ops,        ag__register_index_ops,
+    ag__register_nn_ops,       ag__register_optim_ops,
 };
 
 __attribute__((constructor)) static void register_builtin_ops(void) {

@@ -31,5 +31,7 @@ ag_status ag__register_reduce_ops(void);
 ag_status ag__register_linalg_ops(void);
 ag_status ag__register_view_ops(void);
 ag_status ag__register_index_ops(void);
+ag_status ag__register_nn_ops(void);
+ag_status ag__register_optim_ops(void);
 
 #endif

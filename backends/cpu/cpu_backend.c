@@ -170,8 +170,8 @@ static ag_status cpu_synchronize(int device) {
 }
 
 static const cpu_kernel_entry *const g_tables[] = {
-    cpu_elementwise_kernels, cpu_reduce_kernels,  cpu_matmul_kernels,
-    cpu_index_kernels,       cpu_softmax_kernels,
+    cpu_elementwise_kernels, cpu_reduce_kernels, cpu_matmul_kernels, cpu_index_kernels,
+    cpu_softmax_kernels,     cpu_nn_kernels,     cpu_optim_kernels,
 };
 
 static ag_status cpu_get_kernel(const char *kernel, ag_dtype dtype, ag_kernel_fn *out) {

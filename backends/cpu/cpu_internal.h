@@ -89,6 +89,8 @@ extern const cpu_kernel_entry cpu_reduce_kernels[];      /* sum, max, min, argma
 extern const cpu_kernel_entry cpu_matmul_kernels[];      /* matmul */
 extern const cpu_kernel_entry cpu_index_kernels[];       /* index_select ... scatter_add */
 extern const cpu_kernel_entry cpu_softmax_kernels[];     /* softmax, log_softmax */
+extern const cpu_kernel_entry cpu_nn_kernels[];          /* layer_norm, cross_entropy */
+extern const cpu_kernel_entry cpu_optim_kernels[];       /* sgd_update, adam_update */
 
 /* Table entries of kernel `name` implemented by fn##_f32 etc.: one dtype, the float dtypes,
  * or the float dtypes plus i64. */
