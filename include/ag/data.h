@@ -19,11 +19,11 @@ ag_status ag_idx_read(const char *path, ag_dtype dtype, ag_tensor **out);
 
 /* An image classification set held in memory. */
 typedef struct ag_image_dataset {
-    ag_tensor *images; /* float32 [N, rows*cols], pixels scaled to [0, 1] (owned) */
-    ag_tensor *labels; /* int64 [N] (owned) */
-    int64_t count;     /* N */
+    ag_tensor *images;  /* float32 [N, rows*cols], pixels scaled to [0, 1] (owned) */
+    ag_tensor *labels;  /* int64 [N] (owned) */
+    int64_t count;      /* N */
     int64_t rows, cols; /* image size */
-    int64_t classes;   /* 1 + largest label */
+    int64_t classes;    /* 1 + largest label */
 } ag_image_dataset;
 
 /* Loads dir/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (MNIST naming). Checks that

@@ -66,8 +66,8 @@ ag_status ag_optimizer_load_state(ag_optimizer *opt, int n, const ag_named_tenso
 /* torch.nn.utils.clip_grad_norm_: scales the gradients of the parameters so their total
  * norm (norm_type 2 or INFINITY) is at most max_norm (factor max_norm / (total + 1e-6),
  * clamped to 1); *total_norm receives the norm before clipping. */
-ag_status ag_clip_grad_norm(int n, const ag_named_tensor *params, double max_norm,
-                            double norm_type, double *total_norm);
+ag_status ag_clip_grad_norm(int n, const ag_named_tensor *params, double max_norm, double norm_type,
+                            double *total_norm);
 
 /* torch.optim.lr_scheduler.StepLR: lr *= gamma every step_size steps. */
 ag_scheduler *ag_step_lr_new(ag_optimizer *opt, int64_t step_size, double gamma);
