@@ -9,17 +9,6 @@
 #include "ag/ag.h"
 #include "test_util.h"
 
-static ag_scope *scope;
-
-static void setup(void) {
-    ag_clear_error();
-    scope = ag_scope_begin();
-}
-
-static void teardown(void) {
-    ag_scope_end(scope);
-}
-
 static ag_tensor *vec(const double *v, int64_t n, bool requires_grad) {
     ag_tensor *t = ag_from_f64(v, 1, &n);
     ck_assert_ptr_nonnull(t);
@@ -305,7 +294,7 @@ END_TEST
 static Suite *autograd_suite(void) {
     Suite *s = suite_create("autograd");
     TCase *tc = tcase_create("semantics");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, tu_scope_setup, tu_scope_teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, grad_is_null_then_accumulates);
     tcase_add_test(tc, non_leaf_grad_only_with_retain_grad);

@@ -23,17 +23,7 @@
 #include "ag/optim.h"
 #include "test_util.h"
 
-static ag_scope *scope;
 static char tmpdir[64]; /* made by main, removed at the end */
-
-static void setup(void) {
-    ag_clear_error();
-    scope = ag_scope_begin();
-}
-
-static void teardown(void) {
-    ag_scope_end(scope);
-}
 
 /* ---- helpers ---- */
 
@@ -1049,7 +1039,7 @@ static Suite *data_io_suite(void) {
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         TCase *tc = tcase_create(cases[c].name);
-        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_checked_fixture(tc, tu_scope_setup, tu_scope_teardown);
         tcase_set_timeout(tc, 300);
         for (int t = 0; t < 8 && cases[c].tests[t]; t++) tcase_add_test(tc, cases[c].tests[t]);
         suite_add_tcase(s, tc);

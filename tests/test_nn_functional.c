@@ -11,17 +11,6 @@
 #include "ag/nn.h"
 #include "test_util.h"
 
-static ag_scope *scope;
-
-static void setup(void) {
-    ag_clear_error();
-    scope = ag_scope_begin();
-}
-
-static void teardown(void) {
-    ag_scope_end(scope);
-}
-
 /* float64 tensor of scale * sin(a*i + b), the inputs of tests/reference/nn_functional.py. */
 static ag_tensor *pattern(int ndim, const int64_t *shape, double a, double b, double scale) {
     const int64_t n = tu_numel(ndim, shape);
@@ -703,7 +692,7 @@ END_TEST
 /* The functions clean up after themselves when no scope is open: run with LeakSanitizer,
  * a leaked intermediate fails the suite. */
 START_TEST(no_scope_no_leak) {
-    ag_scope_end(scope);
+    ag_scope_end(tu_fixture_scope);
     ag_tensor *x = ag_ones(AG_F64, 2, TU_SHAPE(2, 3)), *w = ag_ones(AG_F64, 2, TU_SHAPE(4, 3));
     ag_tensor *b = ag_ones(AG_F64, 1, TU_SHAPE(3)), *t = ag_zeros(AG_I64, 1, TU_SHAPE(2));
     ag_tensor *idx = ag_zeros(AG_I64, 1, TU_SHAPE(2)), *pw = ag_ones(AG_F64, 1, TU_SHAPE(3));
@@ -742,14 +731,14 @@ START_TEST(no_scope_no_leak) {
     ag_release(bad);
     ag_tensor *inputs[] = {x, w, b, t, idx, pw};
     for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++) ag_release(inputs[i]);
-    scope = ag_scope_begin();
+    tu_fixture_scope = ag_scope_begin();
 }
 END_TEST
 
 static Suite *nn_functional_suite(void) {
     Suite *s = suite_create("nn_functional");
     TCase *tc = tcase_create("values");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, tu_scope_setup, tu_scope_teardown);
     tcase_add_test(tc, linear_values);
     tcase_add_test(tc, layer_norm_values);
     tcase_add_test(tc, layer_norm_gradients);
@@ -766,7 +755,7 @@ static Suite *nn_functional_suite(void) {
     tcase_add_test(tc, no_scope_no_leak);
     suite_add_tcase(s, tc);
     TCase *grads = tcase_create("gradients");
-    tcase_add_checked_fixture(grads, setup, teardown);
+    tcase_add_checked_fixture(grads, tu_scope_setup, tu_scope_teardown);
     tcase_set_timeout(grads, 300);
     tcase_add_loop_test(grads, gradcheck_and_gradgradcheck, 0,
                         (int)(sizeof gc_cases / sizeof gc_cases[0]));

@@ -8,17 +8,6 @@
 #include "ag/nn.h"
 #include "test_util.h"
 
-static ag_scope *scope;
-
-static void setup(void) {
-    ag_clear_error();
-    scope = ag_scope_begin();
-}
-
-static void teardown(void) {
-    ag_scope_end(scope);
-}
-
 static void setup_unscoped(void) {
     ag_clear_error();
 }
@@ -720,7 +709,7 @@ static Suite *nn_modules_suite(void) {
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         TCase *tc = tcase_create(cases[c].name);
         if (cases[c].scoped)
-            tcase_add_checked_fixture(tc, setup, teardown);
+            tcase_add_checked_fixture(tc, tu_scope_setup, tu_scope_teardown);
         else
             tcase_add_checked_fixture(tc, setup_unscoped, NULL);
         tcase_set_timeout(tc, 120);

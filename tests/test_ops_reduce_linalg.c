@@ -10,17 +10,6 @@
 #include "ag/ag.h"
 #include "test_util.h"
 
-static ag_scope *scope;
-
-static void setup(void) {
-    ag_clear_error();
-    scope = ag_scope_begin();
-}
-
-static void teardown(void) {
-    ag_scope_end(scope);
-}
-
 /* float64 tensor of the given shape from row-major values. */
 static ag_tensor *f64(int ndim, const int64_t *shape, const double *values) {
     ag_tensor *t = ag_from_f64(values, ndim, shape);
@@ -471,7 +460,7 @@ END_TEST
 /* The composite functions clean up after themselves when no scope is open: run with
  * LeakSanitizer, a leaked intermediate fails the suite. */
 START_TEST(no_scope_no_leak) {
-    ag_scope_end(scope);
+    ag_scope_end(tu_fixture_scope);
     ag_tensor *x = ag_from_f64(X2x3, 2, S2x3), *v = ag_from_f64(X2x3, 1, (int64_t[]){3});
     ck_assert_int_eq(ag_set_requires_grad(x, true), AG_OK);
     ag_tensor *xt = ag_transpose(x, 0, 1);
@@ -507,14 +496,14 @@ START_TEST(no_scope_no_leak) {
     ag_release(xt);
     ag_release(x);
     ag_release(v);
-    scope = ag_scope_begin();
+    tu_fixture_scope = ag_scope_begin();
 }
 END_TEST
 
 static Suite *reduce_linalg_suite(void) {
     Suite *s = suite_create("ops_reduce_linalg");
     TCase *tc = tcase_create("values");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, tu_scope_setup, tu_scope_teardown);
     tcase_add_test(tc, sum_values);
     tcase_add_test(tc, mean_var_values);
     tcase_add_test(tc, max_min_values_and_tie_gradient);
@@ -528,7 +517,7 @@ static Suite *reduce_linalg_suite(void) {
     tcase_add_test(tc, no_scope_no_leak);
     suite_add_tcase(s, tc);
     TCase *grads = tcase_create("gradients");
-    tcase_add_checked_fixture(grads, setup, teardown);
+    tcase_add_checked_fixture(grads, tu_scope_setup, tu_scope_teardown);
     tcase_set_timeout(grads, 300);
     tcase_add_loop_test(grads, gradcheck_and_gradgradcheck, 0,
                         (int)(sizeof grad_cases / sizeof grad_cases[0]));

@@ -9,17 +9,6 @@
 #include "ag/ag.h"
 #include "test_util.h"
 
-static ag_scope *scope;
-
-static void setup(void) {
-    ag_clear_error();
-    scope = ag_scope_begin();
-}
-
-static void teardown(void) {
-    ag_scope_end(scope);
-}
-
 /* ---- helpers ---- */
 
 #define SHAPE(...)                                                                                 \
@@ -720,7 +709,7 @@ END_TEST
 static Suite *suite(void) {
     Suite *s = suite_create("ops_views_index");
     TCase *values = tcase_create("values");
-    tcase_add_checked_fixture(values, setup, teardown);
+    tcase_add_checked_fixture(values, tu_scope_setup, tu_scope_teardown);
     tcase_add_test(values, reshape_views_when_strides_allow);
     tcase_add_test(values, reshape_errors);
     tcase_add_test(values, flatten_squeeze_unsqueeze);
@@ -740,7 +729,7 @@ static Suite *suite(void) {
     tcase_add_test(values, cat_many_inputs);
     suite_add_tcase(s, values);
     TCase *grads = tcase_create("gradcheck");
-    tcase_add_checked_fixture(grads, setup, teardown);
+    tcase_add_checked_fixture(grads, tu_scope_setup, tu_scope_teardown);
     tcase_set_timeout(grads, 120);
     tcase_add_test(grads, gradcheck_views);
     tcase_add_test(grads, gradcheck_views_0dim_and_empty);

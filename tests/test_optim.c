@@ -140,17 +140,6 @@ static const double CLIP_INF[9] = {3.0,
 static const double CLIP_NAN[9] = {NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN};
 static const double CLIP_INF_GRAD[9] = {INFINITY, 0.0, -0.0, 0.0, 0.0, -0.0, 0.0, NAN, -0.0};
 
-static ag_scope *scope;
-
-static void setup(void) {
-    ag_clear_error();
-    scope = ag_scope_begin();
-}
-
-static void teardown(void) {
-    ag_scope_end(scope);
-}
-
 static void assert_error(ag_status st, ag_status expected, const char *words) {
     ck_assert_msg(st == expected, "status %s, expected %s (%s)", ag_status_name(st),
                   ag_status_name(expected), ag_last_error());
@@ -803,7 +792,7 @@ END_TEST
 static Suite *optim_suite(void) {
     Suite *s = suite_create("optim");
     TCase *tc = tcase_create("core");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, tu_scope_setup, tu_scope_teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, optimizers_match_torch, 0, 2 * N_CASES);
     tcase_add_loop_test(tc, schedulers_match_torch, 0,

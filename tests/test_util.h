@@ -158,6 +158,17 @@ static inline double tu_max_abs_diff(const ag_tensor *a, const ag_tensor *b) {
     return worst;
 }
 
+/* The usual Check fixture: each test starts with no pending error, inside a scope of its
+ * own that the teardown ends (so LeakSanitizer sees every temporary freed). */
+static ag_scope *tu_fixture_scope;
+static inline void tu_scope_setup(void) {
+    ag_clear_error();
+    tu_fixture_scope = ag_scope_begin();
+}
+static inline void tu_scope_teardown(void) {
+    ag_scope_end(tu_fixture_scope);
+}
+
 /* Runs every test of suite s and returns the process exit status (failure if any failed). */
 static inline int tu_run_suite(Suite *s) {
     SRunner *runner = srunner_create(s);
