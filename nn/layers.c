@@ -167,7 +167,7 @@ static void dropout_describe(const ag_module *m, char *buf, size_t size) {
 static const ag__module_kind dropout_kind = {"Dropout", dropout_forward, dropout_describe, NULL};
 
 ag_module *ag_dropout_new(double p, ag_generator *gen) {
-    if (!(p >= 0 && p < 1)) return bad_arg("Dropout: p (%g) must be in [0, 1)", p);
+    if (!(p >= 0 && p <= 1)) return bad_arg("Dropout: p (%g) must be in [0, 1]", p);
     dropout *d = ag__module_alloc(&dropout_kind, sizeof *d);
     if (!d) return NULL;
     d->p = p;

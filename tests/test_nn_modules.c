@@ -548,11 +548,21 @@ START_TEST(invalid_constructor_arguments_are_errors) {
     assert_error(AG_ERR_INVALID_ARG, "eps (-1)");
     ck_assert_ptr_null(ag_layer_norm_new(4, NAN, true));
     assert_error(AG_ERR_INVALID_ARG, "LayerNorm");
-    const double bad_p[] = {-0.1, 1.0, 1.5, NAN};
-    for (int i = 0; i < 4; i++) {
+    const double bad_p[] = {-0.1, 1.5, NAN};
+    for (int i = 0; i < 3; i++) {
         ck_assert_ptr_null(ag_dropout_new(bad_p[i], NULL));
-        assert_error(AG_ERR_INVALID_ARG, "must be in [0, 1)");
+        assert_error(AG_ERR_INVALID_ARG, "must be in [0, 1]");
     }
+    /* p = 1 zeroes everything in train mode, as PyTorch. */
+    ag_module *all = ag_dropout_new(1.0, NULL);
+    ck_assert_ptr_nonnull(all);
+    double sum = -1;
+    ck_assert_int_eq(
+        ag_item(ag_sum(ag_module_forward(all, ag_ones(AG_F32, 1, (int64_t[]){8})), 0, NULL, false),
+                &sum),
+        AG_OK);
+    ck_assert(sum == 0.0);
+    ag_module_free(all);
     ck_assert_ptr_null(ag_embedding_new(0, 3, NULL));
     assert_error(AG_ERR_INVALID_ARG, "Embedding: num_embeddings (0)");
     ck_assert_ptr_null(ag_embedding_new(3, -2, NULL));
