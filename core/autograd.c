@@ -143,16 +143,18 @@ static ag_status check_saved(const ag_node *n) {
                          "through the graph a second time or if you need to access saved tensors "
                          "after calling backward.",
                          n->op->name);
-    for (int i = 0; i < n->n_inputs; i++) {
+    for (int i = 0; i < n->n_inputs + n->n_outputs; i++) {
         const ag_tensor *s = n->saved[i];
         if (!s || ag_version_of(s) == n->saved_version[i]) continue;
         char desc[192];
+        bool output = i >= n->n_inputs;
         return ag__error(AG_ERR_INPLACE,
                          "one of the variables needed for gradient computation has been "
-                         "modified by an inplace operation: [%s], input %d of %s, is at version "
+                         "modified by an inplace operation: [%s], %s %d of %s, is at version "
                          "%llu; expected version %llu instead. Hint: the in-place op that "
                          "changed it ran after %s was recorded.",
-                         ag__describe(s, desc, sizeof desc), i, n->op->name,
+                         ag__describe(s, desc, sizeof desc), output ? "output" : "input",
+                         output ? i - n->n_inputs : i, n->op->name,
                          (unsigned long long)ag_version_of(s),
                          (unsigned long long)n->saved_version[i], n->op->name);
     }
@@ -195,6 +197,53 @@ static ag_status gather_output_grads(ag_node *n, capture *cap, ag_tensor **grads
     return AG_OK;
 }
 
+/* ---- once-differentiable backward ---- */
+
+/* Forward: an alias of input 0 (the gradient); the other inputs are the grad_outputs, so
+ * that a second backward reaches this node and fails here. */
+static ag_status delayed_error_forward(ag_op_ctx *ctx) {
+    ag_tensor *g = ctx->inputs[0];
+    ctx->outputs[0] = ag__tensor_view(g, g->ndim, g->shape, g->strides, g->offset);
+    return ctx->outputs[0] ? AG_OK : ag_last_status();
+}
+
+static ag_status delayed_error_backward(ag_backward_ctx *ctx) {
+    const ag_op_def *op = ag__op_at((int)ag__bw_attrs(ctx)->ints[0]);
+    return ag__error(AG_ERR_UNSUPPORTED,
+                     "trying to differentiate twice a function that was marked with "
+                     "@once_differentiable (the backward of %s is a kernel without a backward)",
+                     op ? op->name : "an op");
+}
+
+static ag_op_def op_delayed_error = {.name = "once_differentiable_error",
+                                     .n_inputs = -1,
+                                     .n_outputs = 1,
+                                     .forward = delayed_error_forward,
+                                     .backward = delayed_error_backward};
+
+/* Replaces each gradient in in_g by an alias whose backward is an error, when the
+ * gradients flowing in have history (create_graph); in_g entries are scope-owned. */
+static ag_status mark_once_differentiable(ag_node *n, ag_tensor *const *out_g, ag_tensor **in_g) {
+    bool history = false;
+    for (int j = 0; j < n->n_outputs; j++) history |= out_g[j]->requires_grad;
+    if (!history) return AG_OK;
+    ag_tensor *args[17];
+    if (n->n_outputs > 16)
+        return ag__error(AG_ERR_INTERNAL,
+                         "%s: a once-differentiable op with %d outputs (16 at most)", n->op->name,
+                         n->n_outputs);
+    for (int j = 0; j < n->n_outputs; j++) args[j + 1] = out_g[j];
+    ag_attrs at = {.ints = {n->op->id}};
+    for (int i = 0; i < n->n_inputs; i++) {
+        if (!in_g[i]) continue;
+        args[0] = in_g[i];
+        ag_tensor *marked = ag__dispatch1(&op_delayed_error, n->n_outputs + 1, args, &at);
+        if (!marked) return ag_last_status();
+        in_g[i] = marked;
+    }
+    return AG_OK;
+}
+
 /* Runs one node's backward and routes its input gradients; pushes newly ready nodes. */
 static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, node_list *ready) {
     ag_tensor *out_grads[16] = {0}, *in_grads_buf[16] = {0};
@@ -209,7 +258,15 @@ static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, no
     if (have_grads && st == AG_OK) {
         ag_scope *scope = ag_scope_begin();
         ag_backward_ctx ctx = {n, out_g, in_g};
+        /* A backward kernel has no backward: run it outside the graph, then mark its
+         * results so that differentiating them fails (PyTorch's DelayedError). */
+        bool once = create && n->op->once_differentiable;
+        if (once) ag_set_grad_enabled(false);
         st = n->op->backward(&ctx);
+        if (once) {
+            ag_set_grad_enabled(true);
+            if (st == AG_OK) st = mark_once_differentiable(n, out_g, in_g);
+        }
         for (int i = 0; i < n->n_inputs; i++) {
             if (st != AG_OK || !ag__needs_grad(&ctx, i)) {
                 in_g[i] = NULL;
@@ -233,10 +290,7 @@ static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, no
             }
         ag_scope_end(scope);
         if (!retain && n->has_saved) {
-            for (int i = 0; i < n->n_inputs; i++) {
-                ag_release(n->saved[i]);
-                n->saved[i] = NULL;
-            }
+            ag__node_free_saved(n);
             n->saved_freed = true;
         }
     }

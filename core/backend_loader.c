@@ -353,7 +353,9 @@ static ag_status adopt_table(void *handle, const char *name, int slot, ag_backen
                  be->iface.last_error());
         return AG_ERR_BACKEND_LOAD;
     }
-    ag__log_debug("backend '%s': init done, %d device(s)", name, be->iface.device_count());
+    be->host_memory = be->iface.get_proc_address("ag_host_memory") != NULL;
+    ag__log_debug("backend '%s': init done, %d device(s)%s", name, be->iface.device_count(),
+                  be->host_memory ? ", host memory" : "");
     return AG_OK;
 }
 

@@ -17,30 +17,57 @@ ag_status ag__op_register(ag_op_def *op) {
         return ag__error(AG_ERR_INVALID_ARG, "op registration: incomplete op definition '%s'",
                          op && op->name ? op->name : "(null)");
     pthread_mutex_lock(&registry_lock);
+    bool known = false;
+    for (int i = 0; i < registry_count && !known; i++) known = registry[i] == op;
+    pthread_mutex_unlock(&registry_lock);
+    return known ? AG_OK : ag__op_register_many(&op, 1);
+}
+
+ag_status ag__op_register_many(ag_op_def *const *ops, int n) {
+    pthread_mutex_lock(&registry_lock);
     ag_status st = AG_OK;
-    for (int i = 0; i < registry_count; i++) {
-        if (registry[i] == op) goto out;
-        if (strcmp(registry[i]->name, op->name) == 0) {
-            st = ag__error(AG_ERR_INVALID_ARG, "op registration: an op named '%s' exists already",
-                           op->name);
-            goto out;
-        }
+    for (int k = 0; k < n && st == AG_OK; k++) {
+        for (int i = 0; i < registry_count && st == AG_OK; i++)
+            if (strcmp(registry[i]->name, ops[k]->name) == 0)
+                st = ag__error(AG_ERR_INVALID_ARG,
+                               "op registration: an op named '%s' exists already", ops[k]->name);
+        for (int j = 0; j < k && st == AG_OK; j++)
+            if (strcmp(ops[j]->name, ops[k]->name) == 0)
+                st = ag__error(AG_ERR_INVALID_ARG, "op registration: '%s' is registered twice",
+                               ops[k]->name);
     }
-    if (registry_count == registry_capacity) {
-        int cap = registry_capacity ? registry_capacity * 2 : 128;
+    if (st == AG_OK && registry_count + n > registry_capacity) {
+        int cap = registry_capacity ? registry_capacity : 128;
+        while (cap < registry_count + n) cap *= 2;
         ag_op_def **grown = realloc(registry, (size_t)cap * sizeof *grown);
-        if (!grown) {
+        if (grown) {
+            registry = grown;
+            registry_capacity = cap;
+        } else {
             st = ag__error(AG_ERR_OUT_OF_MEMORY, "op registration: out of host memory");
-            goto out;
         }
-        registry = grown;
-        registry_capacity = cap;
     }
-    op->id = registry_count;
-    registry[registry_count++] = op;
-out:
+    for (int k = 0; k < n && st == AG_OK; k++) {
+        ops[k]->id = registry_count;
+        registry[registry_count++] = ops[k];
+    }
     pthread_mutex_unlock(&registry_lock);
     return st;
+}
+
+void ag__op_unregister_many(ag_op_def *const *ops, int n) {
+    pthread_mutex_lock(&registry_lock);
+    int kept = 0;
+    for (int i = 0; i < registry_count; i++) {
+        bool gone = false;
+        for (int k = 0; k < n && !gone; k++) gone = registry[i] == ops[k];
+        if (gone) continue;
+        registry[kept] = registry[i];
+        registry[kept]->id = kept;
+        kept++;
+    }
+    registry_count = kept;
+    pthread_mutex_unlock(&registry_lock);
 }
 
 ag_op_def *ag__op_find(const char *name) {
@@ -95,6 +122,16 @@ ag_status ag__run_kernel(ag_op_def *op, ag_device device, ag_dtype key, int n_in
                          const ag_attrs *attrs) {
     const ag_backend *be = ag__backend(device.backend);
     ag_kernel_fn fn = __atomic_load_n(&op->kernel_cache[device.backend][key], __ATOMIC_ACQUIRE);
+    if (!fn && op->host_kernel) {
+        /* A plugin's cpu kernel runs on any backend whose buffers are host memory. */
+        if (!be->host_memory)
+            return ag__error(AG_ERR_UNSUPPORTED,
+                             "%s: no kernel for backend '%s': the op has a cpu kernel only, and "
+                             "this backend's memory is not host memory",
+                             op->name, be->iface.name);
+        fn = op->host_kernel;
+        __atomic_store_n(&op->kernel_cache[device.backend][key], fn, __ATOMIC_RELEASE);
+    }
     if (!fn) {
         ag_status st = be->iface.get_kernel(op->kernel, key, &fn);
         if (st != AG_OK || !fn)

@@ -6,10 +6,12 @@
 
 static _Thread_local ag_status last_status;
 static _Thread_local char last_message[4096];
+static _Thread_local uint64_t errors_set; /* how many errors this thread has set */
 
 static ag_status set_error(bool replace, ag_status status, const char *fmt, va_list ap) {
     if (last_status != AG_OK && !replace) return last_status;
     last_status = status;
+    errors_set++;
     vsnprintf(last_message, sizeof last_message, fmt, ap);
     ag__log_debug("error %s: %s", ag_status_name(status), last_message);
     return status;
@@ -29,6 +31,10 @@ ag_status ag__error_if_none(ag_status status, const char *fmt, ...) {
     status = set_error(false, status, fmt, ap);
     va_end(ap);
     return status;
+}
+
+uint64_t ag__errors_set(void) {
+    return errors_set;
 }
 
 const char *ag_last_error(void) {

@@ -27,17 +27,17 @@ static void meta_of(const ag_tensor *t, ag_meta *m) {
 
 /* One allocation holds the node and all its per-input/per-output arrays. */
 static ag_node *node_new(ag_op_def *op, int n_in, int n_out) {
-    size_t size = sizeof(ag_node) +
-                  (size_t)n_in *
-                      (sizeof(ag_edge) + sizeof(ag_meta) + sizeof(ag_tensor *) + sizeof(uint64_t)) +
-                  (size_t)n_out * (sizeof(ag_meta) + sizeof(ag_tensor *));
+    /* Saved tensors and their versions: one slot per input and per output. */
+    size_t per_slot = sizeof(ag_tensor *) + sizeof(uint64_t);
+    size_t size = sizeof(ag_node) + (size_t)n_in * (sizeof(ag_edge) + sizeof(ag_meta) + per_slot) +
+                  (size_t)n_out * (sizeof(ag_meta) + sizeof(ag_tensor *) + per_slot);
     /* Most nodes (up to 5 inputs, 1 output) fit a pooled block: no malloc per op. */
     ag_node *n = size <= AG_POOL_NODE_BYTES ? ag__pool_alloc(AG_POOL_NODE) : calloc(1, size);
     if (!n) return NULL;
     n->pooled = size <= AG_POOL_NODE_BYTES;
     char *p = (char *)(n + 1);
     n->saved_version = (uint64_t *)p;
-    p += (size_t)n_in * sizeof(uint64_t);
+    p += (size_t)(n_in + n_out) * sizeof(uint64_t);
     n->in_meta = (ag_meta *)p;
     p += (size_t)n_in * sizeof(ag_meta);
     n->out_meta = (ag_meta *)p;
@@ -45,7 +45,7 @@ static ag_node *node_new(ag_op_def *op, int n_in, int n_out) {
     n->edges = (ag_edge *)p;
     p += (size_t)n_in * sizeof(ag_edge);
     n->saved = (ag_tensor **)p;
-    p += (size_t)n_in * sizeof(ag_tensor *);
+    p += (size_t)(n_in + n_out) * sizeof(ag_tensor *);
     n->grad_buf = (ag_tensor **)p;
     n->refcount = 1;
     n->op = op;
@@ -83,6 +83,20 @@ ag_status ag__graph_record(ag_op_def *op, int n_inputs, ag_tensor *const *inputs
     for (int j = 0; j < n_outputs; j++) {
         ag_tensor *out = outputs[j];
         meta_of(out, &node->out_meta[j]);
+        if (ag__input_bit(op->save_outputs, j)) {
+            /* An alias without history: saving the output itself would make a cycle
+             * output -> node -> output. It shares the version counter, so in-place changes
+             * are still caught. */
+            ag_tensor *alias =
+                ag__tensor_view(out, out->ndim, out->shape, out->strides, out->offset);
+            if (!alias) {
+                ag__node_release(node);
+                return ag_last_status();
+            }
+            node->saved[n_inputs + j] = alias;
+            node->saved_version[n_inputs + j] = ag_version_of(out);
+            node->has_saved = true;
+        }
         /* Integer outputs never carry gradients. */
         if (out->dtype == AG_I64) continue;
         out->grad_fn = node;
@@ -98,8 +112,8 @@ void ag__node_retain(ag_node *node) {
     __atomic_add_fetch(&node->refcount, 1, __ATOMIC_RELAXED);
 }
 
-static void node_free_saved(ag_node *n) {
-    for (int i = 0; i < n->n_inputs; i++) {
+void ag__node_free_saved(ag_node *n) {
+    for (int i = 0; i < n->n_inputs + n->n_outputs; i++) {
         ag_release(n->saved[i]);
         n->saved[i] = NULL;
     }
@@ -129,7 +143,7 @@ void ag__node_release(ag_node *node) {
             }
             stack[top++] = next;
         }
-        node_free_saved(n);
+        ag__node_free_saved(n);
         for (int j = 0; j < n->n_outputs; j++) ag_release(n->grad_buf[j]);
         for (ag_hook *h = n->hooks, *next; h; h = next) {
             next = h->next;
@@ -148,6 +162,10 @@ void ag__node_release(ag_node *node) {
 
 ag_tensor *ag__saved(const ag_backward_ctx *ctx, int i) {
     return ctx->node->saved[i];
+}
+
+ag_tensor *ag__saved_output(const ag_backward_ctx *ctx, int j) {
+    return ctx->node->saved[ctx->node->n_inputs + j];
 }
 
 bool ag__needs_grad(const ag_backward_ctx *ctx, int i) {

@@ -27,6 +27,9 @@ ag_status ag__error(ag_status status, const char *fmt, ...) __attribute__((forma
  * keeps the first error; returns the pending status or the new one. */
 ag_status ag__error_if_none(ag_status status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* How many errors this thread has set so far: tells whether a callback (a plugin's shape
+ * rule or backward) set its own message. */
+uint64_t ag__errors_set(void);
 /* Formats "[2, 3]" of a shape into buf (returns buf). */
 char *ag__shape_fmt(char *buf, size_t size, int ndim, const int64_t *shape);
 /* Debug logging when AG_LOG=debug. */
@@ -39,6 +42,7 @@ typedef struct ag_backend {
     ag_backend_iface iface; /* the backend's table, stubbed where it left slots empty */
     char path[1024];        /* file it was loaded from */
     void *handle;           /* dlopen handle */
+    bool host_memory;       /* buffers are host pointers ("ag_host_memory" extra) */
 } ag_backend;
 
 /* Loaded backend number `index` (no bounds check beyond an assert). */
@@ -170,6 +174,12 @@ struct ag_op_def {
     uint32_t nondiff_inputs;              /* bit i: input i never gets a gradient (indices) */
     ag_status (*forward)(ag_op_ctx *ctx); /* computes outputs */
     ag_status (*backward)(ag_backward_ctx *ctx); /* NULL: not differentiable */
+    /* Plugin ops (core/plugin_ops.c) also use: */
+    uint32_t save_outputs;    /* bit j: output j is saved (as an alias without history) */
+    uint32_t mutated_inputs;  /* bit i: the forward writes input i (its version is bumped) */
+    bool once_differentiable; /* backward is a kernel: double backward fails */
+    ag_kernel_fn host_kernel; /* kernel run on host-memory backends instead of `kernel` */
+    const struct ag_plugin_op *plugin; /* the plugin's declaration, NULL for built-ins */
     /* Filled by the registry: */
     int id;                                                     /* registry index */
     ag_kernel_fn kernel_cache[AG_MAX_BACKENDS][AG_DTYPE_COUNT]; /* resolved kernels */
@@ -177,6 +187,16 @@ struct ag_op_def {
 
 /* Registers an op (idempotent for the same pointer); error for a duplicate name. */
 ag_status ag__op_register(ag_op_def *op);
+/* Registers n ops, all or none: a name taken (in the registry or twice among them) is an
+ * error naming it, and the registry stays as it was. */
+ag_status ag__op_register_many(ag_op_def *const *ops, int n);
+/* Removes n registered ops (a plugin that goes away). */
+void ag__op_unregister_many(ag_op_def *const *ops, int n);
+/* Builds the op definition of a plugin's declaration (decl_size bytes of it are valid),
+ * validating the schema: errors name the op and what is wrong. */
+ag_status ag__plugin_op_def_new(const struct ag_plugin_op *decl, size_t decl_size, ag_op_def **out);
+/* Frees a definition from ag__plugin_op_def_new (after it was unregistered). */
+void ag__plugin_op_def_free(ag_op_def *def);
 /* Registered op by name, or NULL. */
 ag_op_def *ag__op_find(const char *name);
 /* Number of registered ops, and op number i (for ag info / ag check). */
@@ -240,7 +260,7 @@ struct ag_node {
     ag_edge *edges;          /* n_inputs edges */
     ag_meta *in_meta;        /* n_inputs metas */
     ag_meta *out_meta;       /* n_outputs metas */
-    ag_tensor **saved;       /* n_inputs entries, NULL where not saved */
+    ag_tensor **saved;       /* inputs then outputs (n_inputs + n_outputs), NULL if not saved */
     uint64_t *saved_version; /* version of each saved tensor at save time */
     bool has_saved;          /* anything saved at all */
     bool saved_freed;        /* saved tensors released by a backward without retain */
@@ -259,8 +279,14 @@ ag_status ag__graph_record(ag_op_def *op, int n_inputs, ag_tensor *const *inputs
 /* Reference counting of nodes; release frees whole chains iteratively. */
 void ag__node_retain(ag_node *node);
 void ag__node_release(ag_node *node);
+/* Releases the node's saved tensors (after a backward without retain_graph, or on free). */
+void ag__node_free_saved(ag_node *n);
 /* Saved input i of the node being run (borrowed); NULL if not saved. */
 ag_tensor *ag__saved(const ag_backward_ctx *ctx, int i);
+/* Saved output j of the node being run (an alias without history); NULL if not saved. */
+ag_tensor *ag__saved_output(const ag_backward_ctx *ctx, int j);
+/* Saved output j of the node being run (an alias without history); NULL if not saved. */
+ag_tensor *ag__saved_output(const ag_backward_ctx *ctx, int j);
 /* Whether input i of the node needs a gradient. */
 bool ag__needs_grad(const ag_backward_ctx *ctx, int i);
 /* Node being run's attributes and metas. */

@@ -297,8 +297,7 @@ ag_status ag_to_host(const ag_tensor *t, void *data, size_t bytes) {
 
 void *ag_data_ptr(const ag_tensor *t) {
     if (!t) return NULL;
-    const ag_backend *be = ag__backend(t->storage->device.backend);
-    if (strcmp(be->iface.name, "cpu") != 0) return NULL;
+    if (!ag__backend(t->storage->device.backend)->host_memory) return NULL;
     return (char *)t->storage->data + (size_t)t->offset * ag_dtype_size(t->dtype);
 }
 

@@ -123,7 +123,8 @@ typedef struct ag_backend_iface {
 
     /* Backend-specific extras by name (NULL if none). The cpu backend has
      * "cpu_set_num_threads" (void (*)(int n), n <= 0 restores the default) and
-     * "cpu_get_num_threads" (int (*)(void)). */
+     * "cpu_get_num_threads" (int (*)(void)). Any backend whose buffers are host pointers
+     * returns non-NULL for "ag_host_memory": plugins' cpu kernels then run on it. */
     void *(*get_proc_address)(const char *name);
 } ag_backend_iface;
 
