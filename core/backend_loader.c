@@ -295,7 +295,7 @@ static ag_status invalid_name(const char *name) {
 }
 
 /* dlerror's text without the leading "<path>: ", which the caller's message already has. */
-static const char *dl_reason(const char *path) {
+const char *ag__dl_reason(const char *path) {
     const char *msg = dlerror();
     size_t len = strlen(path);
     if (!msg) return "unknown dlopen error";
@@ -378,7 +378,7 @@ static ag_status try_file(const char *path, const char *name, int slot, char *wh
      * reports libgomp's start-up allocation as leaked once it is unmapped). */
     void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (!handle) {
-        snprintf(why, why_size, "%s", dl_reason(path));
+        snprintf(why, why_size, "%s", ag__dl_reason(path));
         return AG_ERR_BACKEND_LOAD;
     }
     ag_status st = adopt_table(handle, name, slot, be, why, why_size);
@@ -598,7 +598,7 @@ ag_status ag_device_parse(const char *spec, ag_device *device) {
 }
 
 ag_status ag_init(void) {
-    if (atomic_load(&init_state) == INIT_OK) return AG_OK;
+    if (atomic_load(&init_state) == INIT_OK) return ag__plugins_load_env();
     pthread_mutex_lock(&lock);
     if (atomic_load(&init_state) == INIT_NONE) {
         const char *env = getenv("AG_BACKEND");
@@ -616,7 +616,7 @@ ag_status ag_init(void) {
     ag_status st = init_status;
     if (st != AG_OK) ag__error(st, "%s", init_message);
     pthread_mutex_unlock(&lock);
-    return st;
+    return st == AG_OK ? ag__plugins_load_env() : st;
 }
 
 ag_device ag_default_device(void) {

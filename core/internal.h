@@ -51,6 +51,8 @@ const ag_backend *ag__backend(int index);
 ag_status ag__backend_load(const char *name, int *index);
 /* Directories searched for backends, in order, separated by ':' (for messages/ag info). */
 ag_status ag__backend_search_dirs(char *buf, size_t size);
+/* dlerror()'s text after a failed dlopen of `path`, without the "<path>: " it starts with. */
+const char *ag__dl_reason(const char *path);
 
 /* ---- struct pools (core/pool.c) ---- */
 
@@ -307,5 +309,13 @@ ag_dtype ag__promote(ag_dtype a, ag_dtype b);
 void ag__scopes_shutdown(void);
 /* Frees the op registry's table (process end). */
 void ag__registry_shutdown(void);
+
+/* ---- plugins (core/plugin_loader.c) ---- */
+
+/* Loads the plugins of AG_PLUGINS once (ag_init calls it after the default backend is up);
+ * a failure is kept and returned again by every later call, like AG_BACKEND's. */
+ag_status ag__plugins_load_env(void);
+/* Unregisters and unloads every plugin (process end); AG_PLUGINS is read again afterwards. */
+void ag__plugins_shutdown(void);
 
 #endif

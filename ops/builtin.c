@@ -32,6 +32,7 @@ __attribute__((constructor)) static void register_builtin_ops(void) {
 
 __attribute__((destructor)) static void release_process_state(void) {
     ag__scopes_shutdown();
+    ag__plugins_shutdown();
     ag__backends_shutdown();
     ag__registry_shutdown();
     ag__pool_drain();

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ag/ag.h"
+#include "ag/plugin.h"
 #include "backend_loader.h"
 #include "commands.h"
 
@@ -18,7 +19,7 @@ typedef struct command {
 static int cmd_info(int argc, char **argv);
 
 static const command commands[] = {
-    {"info", "show the version, the backend search path, backends and devices", cmd_info},
+    {"info", "show the version, backend search path, backends, devices and plugins", cmd_info},
     {"overhead", "measure the framework's cost per tiny op (forward, backward)", ag_cmd_overhead},
     {"train", "train the seed's MLP on Fashion-MNIST (or time its steps)", ag_cmd_train},
 };
@@ -28,7 +29,8 @@ static void usage(FILE *f) {
     fprintf(f, "usage: ag [--help] [--version] <command> [<args>]\n\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\nenvironment: AG_BACKEND, AG_BACKEND_PATH, AG_LOG (see docs/backends.md)\n");
+    fprintf(f, "\nenvironment: AG_BACKEND, AG_BACKEND_PATH, AG_PLUGINS, AG_LOG (see "
+               "docs/backends.md)\n");
 }
 
 /* Parses the options of a subcommand that takes none but --help; returns -1 to go on,
@@ -124,6 +126,25 @@ static void each_dir(const char *dirs, void (*fn)(const char *dir)) {
         fn(dir);
 }
 
+/* Lists the loaded plugins (AG_PLUGINS) and their ops with their doc lines. */
+static void list_plugins(void) {
+    const char *env = getenv("AG_PLUGINS");
+    int n = ag_plugin_count();
+    printf("plugins (AG_PLUGINS%s%s):%s\n", env && env[0] ? "=" : " unset",
+           env && env[0] ? env : "", n ? "" : " none");
+    for (int i = 0; i < n; i++) {
+        const char *name, *path, *version;
+        int n_ops;
+        if (ag_plugin_describe(i, &name, &path, &version, &n_ops) != AG_OK) continue;
+        printf("  %s %s, %d op%s, from %s\n", name, version, n_ops, n_ops == 1 ? "" : "s", path);
+        for (int j = 0; j < n_ops; j++) {
+            const char *op = ag_plugin_op_name(i, j);
+            const char *doc = ag_op_plugin_decl(ag_op_find(op))->doc;
+            printf("    %-24s %s\n", op, doc ? doc : "");
+        }
+    }
+}
+
 static int cmd_info(int argc, char **argv) {
     int rc = no_options(argc, argv);
     if (rc >= 0) return rc;
@@ -155,6 +176,7 @@ static int cmd_info(int argc, char **argv) {
     else
         printf("selected: %s (AG_BACKEND unset) from ", name);
     printf("%s\n", ag__backend(dev.backend)->path);
+    list_plugins();
     return 0;
 }
 
