@@ -208,7 +208,7 @@ static ag_status delayed_error_forward(ag_op_ctx *ctx) {
 }
 
 static ag_status delayed_error_backward(ag_backward_ctx *ctx) {
-    const ag_op_def *op = ag__op_at((int)ag__bw_attrs(ctx)->ints[0]);
+    const ag_op_def *op = (const ag_op_def *)(intptr_t)ag__bw_attrs(ctx)->ints[0];
     return ag__error(AG_ERR_UNSUPPORTED,
                      "trying to differentiate twice a function that was marked with "
                      "@once_differentiable (the backward of %s is a kernel without a backward)",
@@ -233,7 +233,8 @@ static ag_status mark_once_differentiable(ag_node *n, ag_tensor *const *out_g, a
                          "%s: a once-differentiable op with %d outputs (16 at most)", n->op->name,
                          n->n_outputs);
     for (int j = 0; j < n->n_outputs; j++) args[j + 1] = out_g[j];
-    ag_attrs at = {.ints = {n->op->id}};
+    /* The op itself, not its registry index, which unregistering may change. */
+    ag_attrs at = {.ints = {(int64_t)(intptr_t)n->op}};
     for (int i = 0; i < n->n_inputs; i++) {
         if (!in_g[i]) continue;
         args[0] = in_g[i];

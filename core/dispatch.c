@@ -80,11 +80,17 @@ ag_op_def *ag__op_find(const char *name) {
 }
 
 int ag__op_count(void) {
-    return registry_count;
+    pthread_mutex_lock(&registry_lock);
+    int n = registry_count;
+    pthread_mutex_unlock(&registry_lock);
+    return n;
 }
 
 ag_op_def *ag__op_at(int i) {
-    return i >= 0 && i < registry_count ? registry[i] : NULL;
+    pthread_mutex_lock(&registry_lock);
+    ag_op_def *op = i >= 0 && i < registry_count ? registry[i] : NULL;
+    pthread_mutex_unlock(&registry_lock);
+    return op;
 }
 
 void ag__registry_shutdown(void) {

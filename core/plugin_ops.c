@@ -244,6 +244,8 @@ void ag__plugin_op_def_free(ag_op_def *def) {
 /* ---- finding and calling ops ---- */
 
 const ag_op *ag_op_find(const char *name) {
+    /* AG_PLUGINS are loaded by ag_init: a program's first call may be this one. */
+    if (ag_init() != AG_OK) return NULL;
     ag_op_def *op = name ? ag__op_find(name) : NULL;
     if (!op)
         ag__error(AG_ERR_INVALID_ARG, "no op named '%s' is registered", name ? name : "(null)");

@@ -44,8 +44,9 @@ typedef struct ag_device {
 
 /* Version string of libag ("0.1.0"). */
 const char *ag_version(void);
-/* Loads the default backend (AG_BACKEND, default "cpu") if not loaded; idempotent. Every
- * other call does this implicitly; call it to get the load error early. */
+/* Loads the default backend (AG_BACKEND, default "cpu") and the plugins in AG_PLUGINS if
+ * not loaded; idempotent. Every other call does this implicitly; call it to get a load
+ * error early. */
 ag_status ag_init(void);
 /* Message of the last error on this thread ("" if none). */
 const char *ag_last_error(void);

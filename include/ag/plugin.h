@@ -53,16 +53,16 @@ typedef ag_status (*ag_plugin_shape_fn)(int n_inputs, const ag_tensor_meta *inpu
 /* What a composed backward sees. Tensors are borrowed; results are stored as new op results
  * (created with ag ops while the backward runs) in grad_inputs. */
 typedef struct ag_plugin_backward_ctx {
-    size_t struct_size;               /* sizeof(ag_plugin_backward_ctx) of the host */
-    const ag_attrs *attrs;            /* the op's attributes */
-    int n_inputs;                     /* inputs of the op */
-    int n_outputs;                    /* outputs of the op */
-    ag_tensor *const *saved_inputs;   /* n_inputs entries, NULL where not saved */
-    ag_tensor *const *saved_outputs;  /* n_outputs entries, NULL where not saved */
-    ag_tensor *const *grad_outputs;   /* n_outputs gradients, never NULL (zeros if unused) */
-    const bool *needs_input_grad;     /* n_inputs flags: compute grad_inputs[i] only if set */
-    ag_tensor **grad_inputs;          /* n_inputs slots for the results, NULL-initialised */
-    void *user;                       /* the op's user pointer */
+    size_t struct_size;              /* sizeof(ag_plugin_backward_ctx) of the host */
+    const ag_attrs *attrs;           /* the op's attributes */
+    int n_inputs;                    /* inputs of the op */
+    int n_outputs;                   /* outputs of the op */
+    ag_tensor *const *saved_inputs;  /* n_inputs entries, NULL where not saved */
+    ag_tensor *const *saved_outputs; /* n_outputs entries, NULL where not saved */
+    ag_tensor *const *grad_outputs;  /* n_outputs gradients, never NULL (zeros if unused) */
+    const bool *needs_input_grad;    /* n_inputs flags: compute grad_inputs[i] only if set */
+    ag_tensor **grad_inputs;         /* n_inputs slots for the results, NULL-initialised */
+    void *user;                      /* the op's user pointer */
 } ag_plugin_backward_ctx;
 
 /* A composed backward, written with ag ops. */
@@ -93,20 +93,20 @@ enum {
 
 /* One op. Strings and arrays must stay valid while the plugin is loaded (static data). */
 typedef struct ag_plugin_op {
-    size_t struct_size;          /* sizeof(ag_plugin_op) the plugin was built with */
-    const char *name;            /* "namespace::name": [a-z0-9_]+ "::" [a-z0-9_]+ */
-    const char *doc;             /* one line shown by `ag info` */
-    int n_inputs;                /* 1..AG_PLUGIN_MAX_IO */
-    int n_outputs;               /* 1..AG_PLUGIN_MAX_IO */
+    size_t struct_size;                      /* sizeof(ag_plugin_op) the plugin was built with */
+    const char *name;                        /* "namespace::name": [a-z0-9_]+ "::" [a-z0-9_]+ */
+    const char *doc;                         /* one line shown by `ag info` */
+    int n_inputs;                            /* 1..AG_PLUGIN_MAX_IO */
+    int n_outputs;                           /* 1..AG_PLUGIN_MAX_IO */
     uint32_t input_dtypes[AG_PLUGIN_MAX_IO]; /* allowed dtypes of each input (AG_DTYPE_BIT) */
-    uint32_t nondiff_inputs;     /* bit i: input i never gets a gradient (indices) */
-    uint32_t save_inputs;        /* bit i: input i is saved for backward */
-    uint32_t save_outputs;       /* bit j: output j is saved for backward (without history) */
-    uint32_t mutated_inputs;     /* bit i: the kernel also writes input i (version bumped) */
-    int n_int_attrs;             /* attrs.ints[0..n) used, 0..AG_PLUGIN_MAX_IO */
-    int n_real_attrs;            /* attrs.reals[0..n) used, 0..AG_PLUGIN_MAX_IO */
+    uint32_t nondiff_inputs;                 /* bit i: input i never gets a gradient (indices) */
+    uint32_t save_inputs;                    /* bit i: input i is saved for backward */
+    uint32_t save_outputs;         /* bit j: output j is saved for backward (without history) */
+    uint32_t mutated_inputs;       /* bit i: the kernel also writes input i (version bumped) */
+    int n_int_attrs;               /* attrs.ints[0..n) used, 0..AG_PLUGIN_MAX_IO */
+    int n_real_attrs;              /* attrs.reals[0..n) used, 0..AG_PLUGIN_MAX_IO */
     const char *const *attr_names; /* n_int_attrs + n_real_attrs names, ints first */
-    ag_plugin_shape_fn shape;    /* required */
+    ag_plugin_shape_fn shape;      /* required */
     /* Forward kernel for backends whose buffers are host memory (cpu): inputs and outputs
      * in order; outputs are fresh contiguous tensors the shape rule described. */
     ag_kernel_fn cpu_kernel;
@@ -119,10 +119,10 @@ typedef struct ag_plugin_op {
     ag_kernel_fn backward_cpu_kernel;
     const ag_plugin_kernel_source *backward_sources; /* backward kernels for other backends */
     int n_backward_sources;                          /* entries in backward_sources */
-    uint32_t flags;                      /* AG_PLUGIN_* */
-    const ag_plugin_sample *samples;     /* sample inputs for `ag check` (may be NULL) */
-    int n_samples;                       /* entries in samples */
-    void *user;                          /* passed back in ag_plugin_backward_ctx */
+    uint32_t flags;                                  /* AG_PLUGIN_* */
+    const ag_plugin_sample *samples; /* sample inputs for `ag check` (may be NULL) */
+    int n_samples;                   /* entries in samples */
+    void *user;                      /* passed back in ag_plugin_backward_ctx */
 } ag_plugin_op;
 
 /* Opaque handle of one plugin's registration transaction. */
@@ -134,7 +134,8 @@ typedef struct ag_plugin_host {
     uint32_t abi_major;  /* AG_PLUGIN_ABI_MAJOR of the host */
     uint32_t abi_minor;  /* AG_PLUGIN_ABI_MINOR of the host */
     const char *version; /* ag_version() of the host */
-    /* Registers one op (copied; validated when init returns). */
+    /* Registers one op: copied and validated now; a refusal fails the whole load even if
+     * init goes on. The table stays valid for the life of the process. */
     ag_status (*register_op)(ag_plugin_registrar *registrar, const ag_plugin_op *op);
     /* Sets the thread's error message (printf-style) and returns status. */
     ag_status (*error)(ag_status status, const char *fmt, ...);
@@ -142,11 +143,11 @@ typedef struct ag_plugin_host {
 
 /* What a plugin's entry returns (static storage). */
 typedef struct ag_plugin_info {
-    size_t struct_size;   /* sizeof(ag_plugin_info) the plugin was built with */
-    uint32_t abi_major;   /* AG_PLUGIN_ABI_MAJOR the plugin was built with */
-    uint32_t abi_minor;   /* AG_PLUGIN_ABI_MINOR the plugin was built with */
-    const char *name;     /* plugin name, e.g. "swish" */
-    const char *version;  /* the plugin's own version string */
+    size_t struct_size;  /* sizeof(ag_plugin_info) the plugin was built with */
+    uint32_t abi_major;  /* AG_PLUGIN_ABI_MAJOR the plugin was built with */
+    uint32_t abi_minor;  /* AG_PLUGIN_ABI_MINOR the plugin was built with */
+    const char *name;    /* plugin name, e.g. "swish" */
+    const char *version; /* the plugin's own version string */
     /* Registers the plugin's ops; AG_OK or an error (then nothing is kept). */
     ag_status (*init)(const ag_plugin_host *host, ag_plugin_registrar *registrar);
 } ag_plugin_info;
@@ -178,8 +179,8 @@ const ag_op *ag_op_find(const char *name);
 const ag_plugin_op *ag_op_plugin_decl(const ag_op *op);
 /* Runs an op with n_inputs inputs and attributes (NULL: all zero) into n_outputs outputs
  * (new references owned as any op result); records the graph as for built-in ops. */
-ag_status ag_op_call(const ag_op *op, int n_inputs, ag_tensor *const *inputs,
-                     const ag_attrs *attrs, int n_outputs, ag_tensor **outputs);
+ag_status ag_op_call(const ag_op *op, int n_inputs, ag_tensor *const *inputs, const ag_attrs *attrs,
+                     int n_outputs, ag_tensor **outputs);
 /* ag_op_call for one output; NULL on error. */
 ag_tensor *ag_op_call1(const ag_op *op, int n_inputs, ag_tensor *const *inputs,
                        const ag_attrs *attrs);

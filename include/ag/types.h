@@ -36,7 +36,7 @@ typedef enum ag_status {
     AG_ERR_DEVICE = 4,         /* tensors on different devices/backends */
     AG_ERR_UNSUPPORTED = 5,    /* no kernel for this op/dtype on this backend */
     AG_ERR_OUT_OF_MEMORY = 6,  /* host or device allocation failed */
-    AG_ERR_BACKEND_LOAD = 7,   /* a backend library could not be found or loaded */
+    AG_ERR_BACKEND_LOAD = 7,   /* a backend or plugin library could not be found or loaded */
     AG_ERR_ABI = 8,            /* a backend or plugin built for another ABI major */
     AG_ERR_GRAPH_FREED = 9,    /* second backward through a graph whose buffers were freed */
     AG_ERR_INPLACE = 10,       /* a saved tensor was modified in place, or a refused in-place op */
