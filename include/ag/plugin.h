@@ -68,7 +68,11 @@ typedef struct ag_plugin_backward_ctx {
 /* A composed backward, written with ag ops. */
 typedef ag_status (*ag_plugin_backward_fn)(ag_plugin_backward_ctx *ctx);
 
-/* A kernel as source code for a backend that compiles at run time. */
+/* A kernel as source code for a backend that compiles at run time. Calling convention
+ * (version 1.0, until the OpenCL and CUDA backends extend it): float32 tensors, contiguous,
+ * one buffer argument per kernel tensor in kernel order (inputs, then outputs), each
+ * starting at element 0, followed by the int64 sizes the op documents (e.g. n, or rows and
+ * cols); the launch covers one work item per element or per row, as the op documents. */
 typedef struct ag_plugin_kernel_source {
     const char *language; /* "opencl" (OpenCL C, clBuildProgram) or "cuda" (CUDA C, NVRTC) */
     const char *source;   /* the program text */
