@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test twice: in a plain build and in
-# one with AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer.
+# one with AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer. In between,
+# checks the SDK: the plain build installed, and an out-of-tree plugin built against it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,25 @@ scripts/setup.sh --test
 cmake -S . -B build
 cmake --build build -j2
 ctest --test-dir build --output-on-failure
+
+# SDK: install the plain build into a temporary prefix, build examples/out-of-tree-plugin
+# against it (CMake package; pkg-config for its test program), run the test program with
+# the installed libag and list the plugin with the installed `ag` (RUNPATH, no
+# LD_LIBRARY_PATH). The loader does not yet look in <libag's directory>/ag, only in the
+# configured prefix's lib/ag, so AG_BACKEND_PATH points at the installed backends.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+prefix=$tmp/prefix cube=$tmp/cube
+sdk_env=(env AG_BACKEND_PATH="$prefix/lib/ag")
+cmake --install build --prefix "$prefix" >/dev/null
+cmake -S examples/out-of-tree-plugin -B "$cube" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$cube" -j2
+"${sdk_env[@]}" "$cube/cube_test" "$cube/libag_op_cube.so"
+info=$("${sdk_env[@]}" AG_PLUGINS="$cube/libag_op_cube.so" "$prefix/bin/ag" info)
+grep -q 'cube::cube' <<<"$info"
+pc_flags=$(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs ag)
+cc -std=c11 -Wall -Wextra -Werror examples/out-of-tree-plugin/cube_test.c $pc_flags -o "$tmp/cube_test_pc"
+"${sdk_env[@]}" LD_LIBRARY_PATH="$prefix/lib" "$tmp/cube_test_pc" "$cube/libag_op_cube.so" >/dev/null
 
 cmake -S . -B build-asan -DAG_SANITIZE=ON
 cmake --build build-asan -j2
