@@ -19,6 +19,7 @@ typedef struct command {
 static int cmd_info(int argc, char **argv);
 
 static const command commands[] = {
+    {"check", "check plugin ops: forward, gradcheck, gradgradcheck on each backend", ag_cmd_check},
     {"info", "show the version, backend search path, backends, devices and plugins", cmd_info},
     {"overhead", "measure the framework's cost per tiny op (forward, backward)", ag_cmd_overhead},
     {"train", "train the seed's MLP on Fashion-MNIST (or time its steps)", ag_cmd_train},

@@ -3,6 +3,8 @@
 #ifndef AG_TOOLS_COMMANDS_H
 #define AG_TOOLS_COMMANDS_H
 
+/* `ag check`: forward, gradcheck and gradgradcheck of plugin ops on every backend. */
+int ag_cmd_check(int argc, char **argv);
 /* `ag overhead`: framework overhead per tiny op, forward and forward+backward. */
 int ag_cmd_overhead(int argc, char **argv);
 /* `ag train`: trains the seed's §P MLP on Fashion-MNIST, evaluates checkpoints, times steps. */
