@@ -252,14 +252,18 @@ static bool libag_dir(char *out, size_t size) {
 /* The search path as a malloc'd ':'-separated list (NULL when out of memory). */
 static char *search_dirs_new(void) {
     const char *env = getenv("AG_BACKEND_PATH");
-    char self[PATH_MAX] = "";
-    libag_dir(self, sizeof self);
-    char *list = calloc((env ? strlen(env) : 0) + strlen(self) + sizeof AG_INSTALL_LIBDIR + 3, 1);
+    char self[PATH_MAX] = "", self_ag[PATH_MAX + 4] = "";
+    /* libag's directory (the build tree), then its ag/ subdirectory: an install tree moved
+     * or installed with another --prefix still finds its own backends. */
+    if (libag_dir(self, sizeof self)) snprintf(self_ag, sizeof self_ag, "%s/ag", self);
+    char *list =
+        calloc((env ? strlen(env) : 0) + 2 * strlen(self) + sizeof AG_INSTALL_LIBDIR + 8, 1);
     if (!list) return NULL;
     const char *p = env ? env : "", *seg;
     size_t n;
     while ((seg = next_segment(&p, &n))) add_dir(list, seg, n);
     if (self[0]) add_dir(list, self, strlen(self));
+    if (self_ag[0]) add_dir(list, self_ag, strlen(self_ag));
     add_dir(list, AG_INSTALL_LIBDIR, strlen(AG_INSTALL_LIBDIR));
     return list;
 }

@@ -150,10 +150,14 @@ ag_status ag__run_kernel(ag_op_def *op, ag_device device, ag_dtype key, int n_in
     static const ag_attrs no_attrs;
     ag_kernel_args args = {
         sizeof args, device.index, n_in, n_out, in, out, attrs ? attrs : &no_attrs};
+    uint64_t errors = ag__errors_set();
     ag_status st = fn(&args);
     if (st != AG_OK) {
+        /* A plugin's kernel reports through host->error, i.e. ag's own error state. */
+        bool host = fn == op->host_kernel;
+        if (host && ag__errors_set() != errors) return st;
         /* Kernels usually name themselves already ("index_select: index 7 ..."). */
-        const char *msg = be->iface.last_error();
+        const char *msg = host ? "the kernel failed without a message" : be->iface.last_error();
         size_t len = strlen(op->name);
         bool named = strncmp(msg, op->name, len) == 0 && msg[len] == ':';
         return named ? ag__error(st, "%s", msg) : ag__error(st, "%s: %s", op->name, msg);

@@ -75,7 +75,9 @@ static void copy_fixture(const char *from, const char *to) {
 
 /* Asserts the last error names every searched path for backend `name`, in order. */
 static void assert_names_every_path(const char *msg, const char *name) {
-    const char *dirs[] = {tmp, AG_TEST_FIXTURES, libdir, AG_TEST_INSTALL_DIR};
+    char libdir_ag[PATH_MAX + 4];
+    snprintf(libdir_ag, sizeof libdir_ag, "%s/ag", libdir);
+    const char *dirs[] = {tmp, AG_TEST_FIXTURES, libdir, libdir_ag, AG_TEST_INSTALL_DIR};
     const char *last = msg;
     char path[PATH_MAX];
     for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
@@ -91,7 +93,8 @@ START_TEST(search_dirs_in_order_without_duplicates) {
     char want[PATH_MAX * 4], got[PATH_MAX * 4];
     snprintf(path_var, sizeof path_var, "%s::%s:%s", tmp, AG_TEST_FIXTURES, tmp);
     setenv("AG_BACKEND_PATH", path_var, 1);
-    snprintf(want, sizeof want, "%s:%s:%s:%s", tmp, AG_TEST_FIXTURES, libdir, AG_TEST_INSTALL_DIR);
+    snprintf(want, sizeof want, "%s:%s:%s:%s/ag:%s", tmp, AG_TEST_FIXTURES, libdir, libdir,
+             AG_TEST_INSTALL_DIR);
     ck_assert_int_eq(ag__backend_search_dirs(got, sizeof got), AG_OK);
     ck_assert_str_eq(got, want);
     ck_assert_int_eq(ag__backend_search_dirs(got, 8), AG_ERR_INVALID_ARG);
