@@ -13,12 +13,12 @@ ctest --test-dir build --output-on-failure
 # SDK: install the plain build into a temporary prefix, build examples/out-of-tree-plugin
 # against it (CMake package; pkg-config for its test program), run the test program with
 # the installed libag and list the plugin with the installed `ag` (RUNPATH, no
-# LD_LIBRARY_PATH). The loader does not yet look in <libag's directory>/ag, only in the
-# configured prefix's lib/ag, so AG_BACKEND_PATH points at the installed backends.
+# LD_LIBRARY_PATH). AG_BACKEND_PATH is unset: the installed libag must find its own
+# backends in <prefix>/lib/ag although the build was configured for another prefix.
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 prefix=$tmp/prefix cube=$tmp/cube
-sdk_env=(env AG_BACKEND_PATH="$prefix/lib/ag")
+sdk_env=(env -u AG_BACKEND_PATH)
 cmake --install build --prefix "$prefix" >/dev/null
 cmake -S examples/out-of-tree-plugin -B "$cube" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$cube" -j2
