@@ -259,6 +259,40 @@ ag_status ag__forward_reduce(ag_op_ctx *ctx) {
 
 /* ---- dispatch ---- */
 
+/* AG_CPU_FALLBACK=1 lets ops that a device has no kernel for run on the cpu backend, with
+ * copies there and back; without it such an op is an error naming the op and backend. */
+static bool cpu_fallback_enabled(void) {
+    static int enabled = -1;
+    if (enabled < 0) {
+        const char *env = getenv("AG_CPU_FALLBACK");
+        enabled = env && strcmp(env, "1") == 0;
+    }
+    return enabled;
+}
+
+/* Runs op on cpu copies of the inputs and copies the outputs back (recorded in the graph
+ * through the copies, so gradients flow). Outputs are new unregistered references. */
+static ag_status run_on_cpu(ag_op_def *op, int n_inputs, ag_tensor *const *inputs,
+                            const ag_attrs *attrs, int n_outputs, ag_tensor **outputs) {
+    enum { MAX_IO = 16 };
+    ag_device cpu, dev = inputs[0]->storage->device;
+    if (n_inputs > MAX_IO || n_outputs > MAX_IO || ag_device_parse("cpu", &cpu) != AG_OK ||
+        ag__same_device(cpu, dev))
+        return AG_ERR_UNSUPPORTED;
+    ag__log_debug("%s: no kernel on %s, running it on cpu (AG_CPU_FALLBACK=1)", op->name,
+                  ag__backend(dev.backend)->iface.name);
+    ag_scope *scope = ag_scope_begin();
+    ag_tensor *moved[MAX_IO], *cpu_out[MAX_IO];
+    for (int i = 0; i < n_inputs; i++) moved[i] = ag_to_device(inputs[i], cpu);
+    ag_status st = ag__dispatch(op, n_inputs, moved, attrs, n_outputs, cpu_out);
+    for (int j = 0; j < n_outputs; j++) {
+        outputs[j] = st == AG_OK ? ag_retain(ag_to_device(cpu_out[j], dev)) : NULL;
+        if (st == AG_OK && !outputs[j]) st = ag_last_status();
+    }
+    ag_scope_end(scope);
+    return st;
+}
+
 ag_status ag__dispatch(ag_op_def *op, int n_inputs, ag_tensor *const *inputs, const ag_attrs *attrs,
                        int n_outputs, ag_tensor **outputs) {
     static const ag_attrs no_attrs;
@@ -277,7 +311,16 @@ ag_status ag__dispatch(ag_op_def *op, int n_inputs, ag_tensor *const *inputs, co
         }
     ag_op_ctx ctx = {op, n_inputs, inputs, attrs ? attrs : &no_attrs, n_outputs, outputs};
     ag_status st = op->forward(&ctx);
-    if (st == AG_OK && ag_is_grad_enabled() && op->backward && !(op->flags & AG_OPF_NONDIFF)) {
+    bool recorded = false; /* by the fallback, through its copies */
+    if (st == AG_ERR_UNSUPPORTED && n_inputs > 0 && cpu_fallback_enabled()) {
+        ag_status fallback = run_on_cpu(op, n_inputs, inputs, ctx.attrs, n_outputs, outputs);
+        if (fallback != AG_ERR_UNSUPPORTED) {
+            st = fallback;
+            recorded = true;
+        }
+    }
+    if (st == AG_OK && !recorded && ag_is_grad_enabled() && op->backward &&
+        !(op->flags & AG_OPF_NONDIFF)) {
         bool any = false;
         for (int i = 0; i < n_inputs && !any; i++)
             any = inputs[i]->requires_grad && !ag__input_bit(op->nondiff_inputs, i);
