@@ -5,7 +5,7 @@
  * OpenCL C programs per device and dtype, in-memory and on-disk cache, build logs),
  * ocl_launch.c (setting kernel arguments from ag_kernel_tensor views and enqueueing),
  * ocl_kernels_*.c (one C entry per kernel name of docs/kernels.md, each launching the
- * OpenCL C kernels of kernels/*.cl). */
+ * OpenCL C kernels of kernels/<stem>.cl). */
 #ifndef AG_OCL_INTERNAL_H
 #define AG_OCL_INTERNAL_H
 
@@ -66,9 +66,18 @@ void ocl_memory_shutdown(void);
  * and "#define T <type>" for dtype, plus extra_defines if not NULL) built for `device`.
  * Programs are built once per (source, dtype, defines, device) and cached in memory, and
  * on disk under AG_OPENCL_CACHE_DIR when it is set. A build failure is AG_ERR_INTERNAL
- * with the build log in the message. The kernel object is owned by the cache. */
+ * with the build log in the message. The kernel object is owned by the cache.
+ * Details: T and T_ID come as build options "-D T=float -D T_ID=0" (double 1, long 2);
+ * extra_defines is appended to the build options, e.g. "-D TILE=16". `source` must be one
+ * of the never-changing ocl_source_* arrays: the kernel cache knows it by its address. The
+ * cl_kernel returned belongs to the calling thread (clSetKernelArg is not thread-safe),
+ * so set its arguments and enqueue it before the thread asks for the same kernel again.
+ * float64 on a device without cl_khr_fp64 is AG_ERR_UNSUPPORTED. */
 ag_status ocl_kernel_get(int device, const char *source, ag_dtype dtype,
                          const char *extra_defines, const char *kernel_name, cl_kernel *out);
+/* Builds `source` for float32 on `device` (program cache included) and creates kernel
+ * `kernel_name`; the "ocl_build_test" extra of get_proc_address, for tests of build errors. */
+ag_status ocl_build_test(int device, const char *source, const char *kernel_name);
 /* Releases every cached program and kernel (shutdown). */
 void ocl_program_shutdown(void);
 
@@ -117,7 +126,7 @@ extern const ocl_kernel_entry ocl_index_kernels[];       /* index_select index_a
 extern const ocl_kernel_entry ocl_nn_kernels[];          /* layer_norm cross_entropy */
 extern const ocl_kernel_entry ocl_optim_kernels[];       /* sgd_update adam_update */
 
-/* The OpenCL C sources (generated from kernels/*.cl at build time by CMake):
+/* The OpenCL C sources (generated from kernels/<stem>.cl at build time by CMake):
  * ocl_source_<file stem>, e.g. ocl_source_common, ocl_source_elementwise. */
 extern const char ocl_source_common[];
 
