@@ -16,6 +16,7 @@ static _Thread_local char g_last_error[8192];
  * core never runs concurrently with other calls. */
 static ocl_device *g_devices;
 static int g_device_count;
+static char g_skipped[1024]; /* why the last device left out at init could not be opened */
 
 ag_status ocl_fail(ag_status status, const char *fmt, ...) {
     va_list ap;
@@ -180,18 +181,26 @@ static ag_status add_platform_devices(cl_platform_id platform) {
     }
     g_devices = grown;
     err = clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, n, ids, NULL);
-    ag_status st = ocl_check(err, "clGetDeviceIDs");
+    const ag_status st = ocl_check(err, "clGetDeviceIDs");
     for (cl_uint i = 0; st == AG_OK && i < n; i++) {
         cl_bool available = CL_FALSE;
         if (clGetDeviceInfo(ids[i], CL_DEVICE_AVAILABLE, sizeof available, &available, NULL) !=
                 CL_SUCCESS ||
             !available)
             continue;
-        ocl_device *d = &g_devices[g_device_count++];
+        ocl_device *d = &g_devices[g_device_count];
         memset(d, 0, sizeof *d);
         d->platform = platform;
         d->id = ids[i];
-        st = open_device(d);
+        if (open_device(d) == AG_OK) {
+            g_device_count++;
+            continue;
+        }
+        /* A device that cannot be opened is left out rather than hiding the others; its
+         * error is kept for init's message should no device remain. */
+        snprintf(g_skipped, sizeof g_skipped, "%.128s: %.800s", d->name, ocl_last_error());
+        if (d->queue) clReleaseCommandQueue(d->queue);
+        if (d->context) clReleaseContext(d->context);
     }
     free(ids);
     return st;
@@ -205,6 +214,7 @@ static void ocl_shutdown(void) {
 
 static ag_status ocl_init(void) {
     ocl_shutdown(); /* init may run again in one process (docs/backends.md) */
+    g_skipped[0] = '\0';
     cl_uint n = 0;
     cl_int err = clGetPlatformIDs(0, NULL, &n);
     if (err != CL_SUCCESS || n == 0)
@@ -223,8 +233,8 @@ static ag_status ocl_init(void) {
         return st;
     }
     if (g_device_count == 0)
-        return ocl_fail(AG_ERR_DEVICE, "no OpenCL device available on %u OpenCL platform(s)",
-                        (unsigned)n);
+        return ocl_fail(AG_ERR_DEVICE, "no OpenCL device available on %u OpenCL platform(s)%s%s",
+                        (unsigned)n, g_skipped[0] ? "; " : "", g_skipped);
     return AG_OK;
 }
 
@@ -289,8 +299,8 @@ static ag_status ocl_get_kernel(const char *kernel, ag_dtype dtype, ag_kernel_fn
              * whole backend refuses when no device could run it. */
             if (dtype == AG_F64 && !any_fp64())
                 return ocl_fail(AG_ERR_UNSUPPORTED,
-                                "opencl backend has no kernel '%s' for float64: device 0 (%s) "
-                                "lacks cl_khr_fp64",
+                                "opencl backend has no kernel '%s' for float64: no device has "
+                                "cl_khr_fp64 (device 0: %s)",
                                 kernel, g_device_count ? g_devices[0].name : "none");
             *out = e->fn;
             return AG_OK;

@@ -70,6 +70,6 @@ ag_status ocl_enqueue(int device, cl_kernel k, size_t global, size_t local, cons
 
 ag_status ocl_enqueue_2d(int device, cl_kernel k, const size_t global[2], const size_t local[2],
                          const char *what) {
-    const bool runtime_local = local[0] == 0 || local[1] == 0;
+    const bool runtime_local = !local || local[0] == 0 || local[1] == 0;
     return enqueue(device, k, 2, global, runtime_local ? NULL : local, what);
 }

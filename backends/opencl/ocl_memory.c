@@ -141,14 +141,16 @@ ag_status ocl_alloc(int device, size_t bytes, void **out) {
     ocl_pool *p = pool_locked(device);
     cached_buffer *b = NULL;
     const cl_ulong max_alloc = p ? p->max_alloc : 0;
-    if (p && c >= 0 && size <= max_alloc) {
+    /* The top class may round past the device's limit while the request fits it. */
+    if (bytes <= max_alloc && size > max_alloc) size = (size_t)max_alloc;
+    if (p && c >= 0 && bytes <= max_alloc) {
         b = p->free_list[c];
         if (b) p->free_list[c] = b->next;
     }
     pthread_mutex_unlock(&g_lock);
     if (!p) return ocl_fail(AG_ERR_OUT_OF_MEMORY, "opencl: out of host memory in alloc");
     /* Drivers refuse buffers over CL_DEVICE_MAX_MEM_ALLOC_SIZE with a less clear error. */
-    if (c < 0 || size > max_alloc)
+    if (c < 0 || bytes > max_alloc)
         return ocl_fail(AG_ERR_OUT_OF_MEMORY,
                         "opencl: cannot allocate %zu bytes on device %d (%s): its largest "
                         "buffer is %llu bytes",
@@ -190,6 +192,7 @@ void ocl_free(int device, void *buffer, size_t bytes) {
     pthread_mutex_lock(&g_lock);
     ocl_pool *p = pool_locked(device);
     if (p) {
+        if (size > p->max_alloc) size = (size_t)p->max_alloc; /* as ocl_alloc clamped it */
         p->stats.in_use -= size;
         if (b) {
             b->mem = buffer;

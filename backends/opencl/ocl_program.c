@@ -60,6 +60,12 @@ static uint64_t fnv(uint64_t h, const void *data, size_t size) {
     return h;
 }
 
+/* Hashes the 8 bytes of v. */
+static uint64_t fnv_u64(uint64_t h, uint64_t v) {
+    for (int i = 0; i < 8; i++) h = (h ^ ((v >> (8 * i)) & 0xff)) * 1099511628211ull;
+    return h;
+}
+
 /* Hashes a string with its terminator, so ("ab","c") and ("a","bc") differ. */
 static uint64_t fnv_str(uint64_t h, const char *s) {
     return fnv(h, s, strlen(s) + 1);
@@ -223,6 +229,8 @@ static void cache_store(cl_program program, const char *path, uint64_t key) {
     h.checksum = fnv(FNV_BASIS, bin, size);
 
     char tmp[4096];
+    /* The directory itself is created (one level) so that pointing the variable at a new
+     * directory is enough. */
     const char *dir = getenv("AG_OPENCL_CACHE_DIR");
     if (dir && mkdir(dir, 0777) != 0 && errno != EEXIST) dir = NULL;
     int fd = -1;
@@ -275,7 +283,7 @@ static ag_status program_get(int device, const char *source, ag_dtype dtype,
 
     cl_program program = NULL;
     char path[4096];
-    const uint64_t key = fnv(device_identity(d), &hash, sizeof hash);
+    const uint64_t key = fnv_u64(device_identity(d), hash);
     const bool disk = cache_path(key, path, sizeof path);
     if (!disk || !cache_load(d, path, key, options, &program)) {
         const ag_status st = build_from_source(device, source, options, label, dtype, &program);
@@ -324,9 +332,9 @@ static ag_status create_kernel(cl_program program, const char *name, int device,
 /* Hash of a kernel cache key. */
 static uint64_t kernel_key(int device, const char *source, ag_dtype dtype, const char *defines,
                            const char *name, pthread_t thread) {
-    uint64_t h = fnv(FNV_BASIS, &device, sizeof device);
-    h = fnv(h, &source, sizeof source);
-    h = fnv(h, &dtype, sizeof dtype);
+    uint64_t h = fnv_u64(FNV_BASIS, (uint64_t)device);
+    h = fnv_u64(h, (uint64_t)(uintptr_t)source);
+    h = fnv_u64(h, (uint64_t)dtype);
     h = fnv_str(h, defines);
     h = fnv_str(h, name);
     return fnv(h, &thread, sizeof thread);
