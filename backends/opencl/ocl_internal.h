@@ -50,8 +50,7 @@ ag_status ocl_alloc(int device, size_t bytes, void **out);
 void ocl_free(int device, void *buffer, size_t bytes);
 ag_status ocl_copy_from_host(int device, void *dst, size_t dst_offset, const void *src,
                              size_t bytes);
-ag_status ocl_copy_to_host(int device, void *dst, const void *src, size_t src_offset,
-                           size_t bytes);
+ag_status ocl_copy_to_host(int device, void *dst, const void *src, size_t src_offset, size_t bytes);
 ag_status ocl_copy_device(int device, void *dst, size_t dst_offset, const void *src,
                           size_t src_offset, size_t bytes);
 ag_status ocl_synchronize(int device);
@@ -73,8 +72,8 @@ void ocl_memory_shutdown(void);
  * cl_kernel returned belongs to the calling thread (clSetKernelArg is not thread-safe),
  * so set its arguments and enqueue it before the thread asks for the same kernel again.
  * float64 on a device without cl_khr_fp64 is AG_ERR_UNSUPPORTED. */
-ag_status ocl_kernel_get(int device, const char *source, ag_dtype dtype,
-                         const char *extra_defines, const char *kernel_name, cl_kernel *out);
+ag_status ocl_kernel_get(int device, const char *source, ag_dtype dtype, const char *extra_defines,
+                         const char *kernel_name, cl_kernel *out);
 /* Builds `source` for float32 on `device` (program cache included) and creates kernel
  * `kernel_name`; the "ocl_build_test" extra of get_proc_address, for tests of build errors. */
 ag_status ocl_build_test(int device, const char *source, const char *kernel_name);
@@ -113,18 +112,20 @@ ag_status ocl_enqueue_2d(int device, cl_kernel k, const size_t global[2], const 
 /* One kernel name -> entry. The entry receives the ag_kernel_args and reads the key dtype
  * from them; `dtypes` says which key dtypes exist (bits 1 << AG_F32 etc.). */
 typedef struct ocl_kernel_entry {
-    const char *name;   /* kernel name from docs/kernels.md */
-    uint32_t dtypes;    /* key dtypes it supports (float64 only where the device has fp64) */
-    ag_kernel_fn fn;    /* the entry */
+    const char *name; /* kernel name from docs/kernels.md */
+    uint32_t dtypes;  /* key dtypes it supports (float64 only where the device has fp64) */
+    ag_kernel_fn fn;  /* the entry */
 } ocl_kernel_entry;
 
 /* Each table ends with an entry whose name is NULL. */
-extern const ocl_kernel_entry ocl_elementwise_kernels[]; /* unary, binary, where, copy, fill, arange */
-extern const ocl_kernel_entry ocl_reduce_kernels[];      /* sum max min argmax argmin softmax log_softmax */
-extern const ocl_kernel_entry ocl_matmul_kernels[];      /* matmul (tiled, local memory) */
-extern const ocl_kernel_entry ocl_index_kernels[];       /* index_select index_add gather scatter_add */
-extern const ocl_kernel_entry ocl_nn_kernels[];          /* layer_norm cross_entropy */
-extern const ocl_kernel_entry ocl_optim_kernels[];       /* sgd_update adam_update */
+extern const ocl_kernel_entry
+    ocl_elementwise_kernels[]; /* unary, binary, where, copy, fill, arange */
+extern const ocl_kernel_entry
+    ocl_reduce_kernels[]; /* sum max min argmax argmin softmax log_softmax */
+extern const ocl_kernel_entry ocl_matmul_kernels[]; /* matmul (tiled, local memory) */
+extern const ocl_kernel_entry ocl_index_kernels[];  /* index_select index_add gather scatter_add */
+extern const ocl_kernel_entry ocl_nn_kernels[];     /* layer_norm cross_entropy */
+extern const ocl_kernel_entry ocl_optim_kernels[];  /* sgd_update adam_update */
 
 /* The OpenCL C sources (generated from kernels/<stem>.cl at build time by CMake):
  * ocl_source_<file stem>, e.g. ocl_source_common, ocl_source_elementwise. */
