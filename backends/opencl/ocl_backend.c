@@ -5,6 +5,7 @@
 
 #include <CL/cl_ext.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,7 +207,36 @@ static ag_status add_platform_devices(cl_platform_id platform) {
     return st;
 }
 
+/* Waits for the queued work of every device. */
+static void finish_queues(void) {
+    for (int i = 0; i < g_device_count; i++)
+        if (g_devices[i].queue) clFinish(g_devices[i].queue);
+}
+
+/* Exit guard. Work still queued at process exit must finish while the driver's compiler
+ * is intact: PoCL compiles a kernel on its own threads when the kernel first runs, and
+ * aborts or crashes if the compiler's static objects (created lazily by that first
+ * compile, destroyed by exit handlers in reverse order of creation) are gone. libag calls
+ * shutdown from its destructor, after every exit handler, so shutdown alone is too late.
+ * Hence finish_queues is registered with atexit after each synchronising call that
+ * follows the first use of a new kernel: that compile has then happened, so the handler
+ * runs before the objects it created are destroyed. Registrations are bounded by the
+ * number of kernel objects; the library is never unmapped (-z nodelete), so the handler
+ * stays valid. */
+static atomic_bool g_exit_guard_dirty;
+
+void ocl_exit_guard_dirty(void) {
+    atomic_store(&g_exit_guard_dirty, true);
+}
+
+void ocl_exit_guard_settle(void) {
+    if (atomic_load_explicit(&g_exit_guard_dirty, memory_order_relaxed) &&
+        atomic_exchange(&g_exit_guard_dirty, false) && atexit(finish_queues) != 0)
+        atomic_store(&g_exit_guard_dirty, true); /* try again at the next synchronisation */
+}
+
 static void ocl_shutdown(void) {
+    finish_queues(); /* kernels still queued use the programs and buffers released below */
     ocl_program_shutdown();
     ocl_memory_shutdown();
     release_devices();

@@ -37,6 +37,12 @@ typedef struct ocl_device {
     char name[128];          /* "pthread-skylake ... (Portable Computing Language)" */
 } ocl_device;
 
+/* Marks that a kernel object was created, so that its first run may compile it. */
+void ocl_exit_guard_dirty(void);
+/* After a call that waited for the queue: makes sure queued work finishes at process exit
+ * before the driver's compiler is torn down (see ocl_backend.c). */
+void ocl_exit_guard_settle(void);
+
 /* Number of devices found at init (across all platforms). */
 int ocl_device_count(void);
 /* Device `index` (0 <= index < ocl_device_count()). */

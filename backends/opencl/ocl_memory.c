@@ -246,6 +246,7 @@ ag_status ocl_copy_to_host(int device, void *dst, const void *src, size_t src_of
      * kernel writing src has finished first. */
     const cl_int err = clEnqueueReadBuffer(ocl_device_at(device)->queue, (cl_mem)src, CL_TRUE,
                                            src_offset, bytes, dst, 0, NULL, NULL);
+    if (err == CL_SUCCESS) ocl_exit_guard_settle();
     return copy_error(err, "clEnqueueReadBuffer", "copy_to_host", bytes, device);
 }
 
@@ -279,7 +280,9 @@ ag_status ocl_synchronize(int device) {
     if (st != AG_OK) return st;
     char what[64];
     snprintf(what, sizeof what, "clFinish on device %d", device);
-    return ocl_check(clFinish(ocl_device_at(device)->queue), what);
+    const cl_int err = clFinish(ocl_device_at(device)->queue);
+    if (err == CL_SUCCESS) ocl_exit_guard_settle();
+    return ocl_check(err, what);
 }
 
 ag_status ocl_memory_stats(int device, ag_memory_stats *stats) {

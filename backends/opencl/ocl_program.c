@@ -367,6 +367,7 @@ ag_status ocl_kernel_get(int device, const char *source, ag_dtype dtype, const c
     cl_kernel kernel = NULL;
     if (st == AG_OK) st = create_kernel(program, kernel_name, device, &kernel);
     if (st != AG_OK) return st;
+    ocl_exit_guard_dirty();
     kernel_entry *e = calloc(1, sizeof *e);
     if (e) {
         e->defines = strdup(defines);
