@@ -256,7 +256,14 @@ static ag_status ocl_init(void) {
     if (!platforms) return ocl_fail(AG_ERR_OUT_OF_MEMORY, "opencl: out of host memory at init");
     err = clGetPlatformIDs(n, platforms, NULL);
     ag_status st = ocl_check(err, "clGetPlatformIDs");
-    for (cl_uint i = 0; st == AG_OK && i < n; i++) st = add_platform_devices(platforms[i]);
+    for (cl_uint i = 0; st == AG_OK && i < n; i++) {
+        const ag_status pst = add_platform_devices(platforms[i]);
+        if (pst == AG_ERR_OUT_OF_MEMORY) st = pst;
+        /* As a device, a platform that fails to list its devices is left out. */
+        if (pst != AG_OK)
+            snprintf(g_skipped, sizeof g_skipped, "platform %u: %.900s", (unsigned)i,
+                     ocl_last_error());
+    }
     free(platforms);
     if (st != AG_OK) {
         release_devices();
