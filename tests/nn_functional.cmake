@@ -1,1 +1,1 @@
-ag_add_check_test(nn_functional ${CMAKE_CURRENT_LIST_DIR}/test_nn_functional.c)
+ag_add_backend_test(nn_functional ${CMAKE_CURRENT_LIST_DIR}/test_nn_functional.c)

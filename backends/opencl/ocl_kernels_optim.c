@@ -1,4 +1,156 @@
-/* Kernel table of the OpenCL backend for this family (placeholder: no kernels yet). */
-#include "ocl_internal.h"
+/* Fused optimizer updates of the OpenCL backend: sgd_update and adam_update
+ * (docs/kernels.md, "Optimizer updates"), launching kernels/optim.cl with one work item per
+ * element. The settings are converted to the key dtype here, exactly as the cpu backend
+ * does, so both backends compute the same values. */
+#include "ocl_kernel_util.h"
 
-const ocl_kernel_entry ocl_optim_kernels[] = {{NULL, 0, NULL}};
+#include <math.h>
+#include <string.h>
+
+extern const char ocl_source_optim[];
+
+#define DT_F ((1u << AG_F32) | (1u << AG_F64))
+
+/* optim.cl flag bits. */
+enum { SGD_L2 = 1, SGD_MOMENTUM = 2, SGD_NESTEROV = 4, SGD_FIRST = 8 };
+enum { ADAM_L2 = 1, ADAM_DECOUPLED = 2, ADAM_FIRST = 4 };
+
+/* Most settings of one kernel (adam_update's). */
+#define MAX_SETTINGS 9
+
+/* The settings of a call in the key dtype, each passed by value. */
+typedef struct settings {
+    int count;
+    ag_dtype dtype;
+    cl_float f32[MAX_SETTINGS];
+    cl_double f64[MAX_SETTINGS];
+} settings;
+
+/* True when two kernel tensors are the same view of the same buffer. */
+static bool same_view(const ag_kernel_tensor *a, const ag_kernel_tensor *b) {
+    if (a->data != b->data || a->offset != b->offset || a->ndim != b->ndim) return false;
+    const size_t bytes = (size_t)a->ndim * sizeof a->shape[0];
+    return memcmp(a->shape, b->shape, bytes) == 0 && memcmp(a->strides, b->strides, bytes) == 0;
+}
+
+/* Checks an update of n_in inputs (param, grad, state...) of one float dtype and shape whose
+ * outputs (param, state...) are the param and state inputs themselves. Messages are the cpu
+ * backend's. */
+static ag_status check_update(const ag_kernel_args *args, const char *name, int n_in,
+                              const char *const *roles) {
+    if (!args || args->struct_size < sizeof(ag_kernel_args))
+        return ocl_fail(AG_ERR_INVALID_ARG, "%s: missing or too small ag_kernel_args", name);
+    if (args->n_inputs != n_in || args->n_outputs != n_in - 1)
+        return ocl_fail(AG_ERR_INVALID_ARG, "%s: takes %d inputs and %d outputs, got %d and %d",
+                        name, n_in, n_in - 1, args->n_inputs, args->n_outputs);
+    if (!args->inputs || !args->outputs || !args->attrs)
+        return ocl_fail(AG_ERR_INVALID_ARG, "%s: NULL inputs, outputs or attrs", name);
+    const ag_kernel_tensor *param = &args->inputs[0];
+    if (param->dtype != AG_F32 && param->dtype != AG_F64)
+        return ocl_fail(AG_ERR_DTYPE, "%s: param is %s, expected float32 or float64", name,
+                        ag_dtype_name(param->dtype));
+    for (int i = 0; i < n_in; i++) {
+        const ag_kernel_tensor *t = &args->inputs[i];
+        if (t->dtype != param->dtype)
+            return ocl_fail(AG_ERR_DTYPE, "%s: %s is %s, expected %s", name, roles[i],
+                            ag_dtype_name(t->dtype), ag_dtype_name(param->dtype));
+        bool fits = t->ndim == param->ndim && t->ndim <= AG_MAX_DIMS && t->data;
+        for (int d = 0; fits && d < t->ndim; d++) fits = t->shape[d] == param->shape[d];
+        if (!fits) {
+            char a[160], b[160];
+            return ocl_fail(AG_ERR_SHAPE, "%s: %s %s has shape %s but the param has shape %s", name,
+                            ag_dtype_name(t->dtype), roles[i], ocl_shape_str(t, a, sizeof a),
+                            ocl_shape_str(param, b, sizeof b));
+        }
+    }
+    for (int k = 0; k < n_in - 1; k++) {
+        const int in = k == 0 ? 0 : k + 1; /* the grad (input 1) is never written */
+        if (!same_view(&args->outputs[k], &args->inputs[in]))
+            return ocl_fail(AG_ERR_INVALID_ARG,
+                            "%s: output %d must be the same view as input %d (%s): updates are "
+                            "in place",
+                            name, k, in, roles[in]);
+    }
+    return AG_OK;
+}
+
+/* Runs kernel `kernel` of optim.cl over the param's elements with arguments: the n tensors
+ * (param, grad, state; absent state passes the param again), the count, the settings and
+ * the flags. */
+static ag_status run_update(const ag_kernel_args *args, const char *kernel, int n,
+                            const settings *s, int flags) {
+    const int64_t count = ocl_numel(&args->inputs[0]);
+    if (count == 0) return AG_OK;
+    ag_kernel_tensor v[4];
+    ocl_arg a[4 + 1 + MAX_SETTINGS + 1];
+    int used = 0;
+    for (int i = 0; i < (n < 3 ? 3 : n); i++) {
+        v[i] = args->inputs[i < n ? i : 0];
+        ocl_coalesce(&v[i], 1); /* each view keeps its flat order */
+        a[used++] = OCL_T(&v[i]);
+    }
+    a[used++] = OCL_V(count);
+    for (int i = 0; i < s->count; i++)
+        a[used++] = s->dtype == AG_F64 ? OCL_V(s->f64[i]) : OCL_V(s->f32[i]);
+    a[used++] = OCL_V(flags);
+    cl_kernel k;
+    ag_status st = ocl_kernel_get(args->device, ocl_source_optim, s->dtype, NULL, kernel, &k);
+    if (st == AG_OK) st = ocl_set_args(k, a, used);
+    if (st == AG_OK) st = ocl_enqueue(args->device, k, (size_t)count, 0, kernel);
+    return st;
+}
+
+/* Adds setting x, converted to the key dtype. */
+static void add_setting(settings *s, double x) {
+    s->f32[s->count] = (cl_float)x;
+    s->f64[s->count++] = x;
+}
+
+static ag_status sgd_update(const ag_kernel_args *args) {
+    static const char *const roles[] = {"param", "grad", "momentum_buffer"};
+    /* The momentum buffer is there exactly when the momentum is not 0. */
+    const bool has_buf = args && args->attrs && args->attrs->reals[1] != 0;
+    const int n = has_buf ? 3 : 2;
+    const ag_status st = check_update(args, "sgd_update", n, roles);
+    if (st != AG_OK) return st;
+    const ag_attrs *at = args->attrs;
+    settings s = {.dtype = args->inputs[0].dtype};
+    add_setting(&s, -at->reals[0]);    /* neg_lr */
+    add_setting(&s, at->reals[1]);     /* momentum */
+    add_setting(&s, 1 - at->reals[2]); /* keep = 1 - dampening */
+    add_setting(&s, at->reals[3]);     /* weight_decay */
+    const int flags = (at->reals[3] != 0 ? SGD_L2 : 0) | (has_buf ? SGD_MOMENTUM : 0) |
+                      (at->ints[0] ? SGD_NESTEROV : 0) | (at->ints[1] ? SGD_FIRST : 0);
+    return run_update(args, "ag_sgd_update", n, &s, flags);
+}
+
+static ag_status adam_update(const ag_kernel_args *args) {
+    static const char *const roles[] = {"param", "grad", "exp_avg", "exp_avg_sq"};
+    const ag_status st = check_update(args, "adam_update", 4, roles);
+    if (st != AG_OK) return st;
+    const ag_attrs *at = args->attrs;
+    if (at->ints[2] < 1)
+        return ocl_fail(AG_ERR_INVALID_ARG, "adam_update: step must be >= 1, got %lld",
+                        (long long)at->ints[2]);
+    const double lr = at->reals[0], b1 = at->reals[1], b2 = at->reals[2], wd = at->reals[4];
+    const double step = (double)at->ints[2];
+    settings s = {.dtype = args->inputs[0].dtype};
+    add_setting(&s, b1);
+    add_setting(&s, 1 - b1);
+    add_setting(&s, b2);
+    add_setting(&s, 1 - b2);
+    add_setting(&s, -(lr / (1 - pow(b1, step)))); /* neg_step, bias corrections in double */
+    add_setting(&s, sqrt(1 - pow(b2, step)));     /* bc2_sqrt */
+    add_setting(&s, at->reals[3]);                /* eps */
+    add_setting(&s, wd);
+    add_setting(&s, 1 - lr * wd); /* decay (AdamW) */
+    const int flags = (at->ints[0] == 0 && wd != 0 ? ADAM_L2 : 0) |
+                      (at->ints[0] ? ADAM_DECOUPLED : 0) | (at->ints[1] ? ADAM_FIRST : 0);
+    return run_update(args, "ag_adam_update", 4, &s, flags);
+}
+
+const ocl_kernel_entry ocl_optim_kernels[] = {
+    {"sgd_update", DT_F, sgd_update},
+    {"adam_update", DT_F, adam_update},
+    {NULL, 0, NULL},
+};
