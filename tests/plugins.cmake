@@ -5,3 +5,20 @@ target_compile_definitions(test_plugins PRIVATE
   AG_TEST_SWISH_PLUGIN="$<TARGET_FILE:ag_op_swish>"
   AG_TEST_LSE_PLUGIN="$<TARGET_FILE:ag_op_logsumexp>")
 add_dependencies(test_plugins ag_op_swish ag_op_logsumexp)
+
+# No silent CPU fallback on other backends, and the AG_CPU_FALLBACK=1 switch.
+if(AG_TEST_BACKENDS)
+  add_executable(test_cpu_fallback ${CMAKE_CURRENT_LIST_DIR}/test_cpu_fallback.c)
+  target_link_libraries(test_cpu_fallback PRIVATE ag PkgConfig::CHECK m)
+  target_compile_definitions(test_cpu_fallback PRIVATE
+    AG_TEST_SWISH_PLUGIN="$<TARGET_FILE:ag_op_swish>")
+  foreach(backend IN LISTS AG_TEST_BACKENDS)
+    foreach(mode 0 1)
+      add_test(NAME cpu_fallback_${mode}_${backend}
+               COMMAND ag_backend_probe $<TARGET_FILE:test_cpu_fallback>)
+      set_tests_properties(cpu_fallback_${mode}_${backend} PROPERTIES
+        ENVIRONMENT "CK_FORK=no;AG_BACKEND=${backend};AG_CPU_FALLBACK=${mode};${AG_TEST_ENV_${backend}}"
+        SKIP_RETURN_CODE 77)
+    endforeach()
+  endforeach()
+endif()
