@@ -64,11 +64,10 @@ static void assert_error(const ag_tensor *t, ag_status status, const char *words
     ag_clear_error();
 }
 
-/* Host pointers show where a view starts. Without them (OpenCL), an in-place no-op on the
- * base shows whether the view shares its storage: views share the version counter. */
+/* Host pointers show where a view starts. Without them (OpenCL), a write through the base
+ * shows in the view iff they share storage. */
 static bool shares_storage(const ag_tensor *view, ag_tensor *base, int64_t elem_offset) {
     if (!ag_data_ptr(base)) {
-        /* No host pointers (OpenCL): a write through base shows in view iff they share. */
         double before[64], after[64];
         size_t bytes = (size_t)ag_numel(view) * sizeof(double);
         ck_assert_uint_le(bytes, sizeof before);
