@@ -1,9 +1,19 @@
-/* `ag check`: runs plugin ops on sample inputs on every available backend and checks the
- * forward (the shapes and dtypes the shape rule declares, no NaN/Inf), gradcheck in float64
- * and gradgradcheck (or, for a once-differentiable backward, that a double backward fails
- * with PyTorch's error). Prints one row per op, backend and sample, then the failures and a
- * summary. Exit status: 0 when nothing failed, 1 on a failure, 2 on a usage error.
- * docs/writing-a-plugin.md describes it from a plugin author's side. */
+/* `ag check`: checks ops on sample inputs on every available backend.
+ *
+ * Built-in ops (tools/check_builtin_samples.c has a recipe for each): forward and backward
+ * on the checked device are compared with the cpu backend's (normalised mean squared error
+ * per output and gradient, NaN/Inf where the cpu has none, int64 exactly), the op's kernel
+ * is called once more through the backend ABI into a buffer with guard bytes around the
+ * output (out-of-bounds writes), and --gradcheck runs gradcheck in float64 there.
+ *
+ * Plugin ops: the forward (the shapes and dtypes the shape rule declares, no NaN/Inf, the
+ * cpu's values on other backends), gradcheck in float64 and gradgradcheck (or, for a
+ * once-differentiable backward, that a double backward fails with PyTorch's error).
+ *
+ * Prints a table per kind of op (one row per op, backend and sample), the failures and a
+ * summary; --csv writes every cell. Exit status: 0 when nothing failed, 1 on a failure, 2 on
+ * a usage error. docs/backends.md and docs/writing-a-plugin.md describe it. */
+#include <errno.h>
 #include <getopt.h>
 #include <glob.h>
 #include <math.h>
@@ -11,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "ag/plugin.h"
+#include "check_builtin_samples.h"
 #include "commands.h"
 #include "internal.h"
 
@@ -27,25 +39,62 @@
 #define GENERATED_NDIM 2
 static const int64_t generated_shape[GENERATED_NDIM] = {3, 4};
 
-typedef enum { PASS, FAIL, SKIP } verdict;
+/* Bytes of guard before and after a kernel's output in the guard-byte check. */
+#define GUARD_BYTES 256
+
+/* Most outputs of an op. */
+#define MAX_OUTPUTS AG_PLUGIN_MAX_IO
+
+typedef enum { PASS, FAIL, SKIP, NOT_APPLICABLE, N_VERDICTS } verdict;
 
 /* The outcome of one check. */
 typedef struct cell {
     verdict verdict;
-    char reason[64];    /* shown in the table as pass(reason) or skip(reason), if set */
+    char reason[64];    /* shown in the table as word(reason), if set */
     char message[1024]; /* the error behind a FAIL (or a skip), printed below the table */
 } cell;
 
-enum { FORWARD, GRADCHECK, GRADGRADCHECK, N_CHECKS };
-static const char *const check_names[N_CHECKS] = {"forward", "gradcheck", "gradgradcheck"};
+#define MAX_CHECKS 4
 
 /* One op on one device with one sample. */
 typedef struct row {
-    const char *op;   /* full op name (borrowed from the registry) */
+    const char *op;   /* op name (borrowed from the registry or the recipes) */
     char backend[32]; /* "cpu:0" */
-    char sample[160]; /* "0: f32[3,4]" (declared sample 0) or "gen: f32[3,4]" */
-    cell cells[N_CHECKS];
+    char sample[160]; /* "0: f32[3,4]" (plugin sample 0) or "f32 [17,33]T, [33]" */
+    cell cells[MAX_CHECKS];
 } row;
+
+/* The rows of one table. */
+typedef struct row_list {
+    row *rows;
+    int n, cap;
+} row_list;
+
+/* A kind of table: its check columns and the words of its verdicts. */
+typedef struct table_kind {
+    const char *name;                /* "plugin", "builtin": first CSV column */
+    const char *title;               /* printed above the table, or NULL */
+    int n_checks;                    /* check columns */
+    const char *checks[MAX_CHECKS];  /* their names */
+    const char *words[N_VERDICTS];   /* a cell's word per verdict */
+    const char *counted[N_VERDICTS]; /* the summary's word per verdict (NULL: not shown) */
+} table_kind;
+
+enum { FORWARD, GRADCHECK, GRADGRADCHECK };
+static const table_kind plugin_table = {"plugin",
+                                        NULL,
+                                        3,
+                                        {"forward", "gradcheck", "gradgradcheck"},
+                                        {"pass", "FAIL", "skip", "-"},
+                                        {"passed", "failed", "skipped", NULL}};
+
+enum { B_FORWARD, B_BACKWARD, B_GUARD, B_GRADCHECK };
+static const table_kind builtin_table = {"builtin",
+                                         "built-in ops",
+                                         3,
+                                         {"forward", "backward", "guard", "gradcheck"},
+                                         {"OK", "FAIL", "not supported", "-"},
+                                         {"OK", "failed", "not supported", "not applicable"}};
 
 /* An op to check. */
 typedef struct target {
@@ -58,21 +107,31 @@ typedef struct target {
 typedef struct options {
     const char *plugins[MAX_ARGS], *ops[MAX_ARGS], *backends[MAX_ARGS];
     int n_plugins, n_ops, n_backends;
-    int max_samples; /* --samples; 0: every declared sample */
+    int max_samples;      /* --samples; 0: every sample */
+    bool gradcheck;       /* --gradcheck: gradcheck of the built-in ops */
+    const char *csv_path; /* --csv FILE, or NULL */
 } options;
 
 static const char usage_text[] =
     "usage: ag check [--plugin PATH]... [--op NAME]... [--backend NAME[:INDEX]]... "
     "[--samples N]\n"
-    "Checks plugin ops (those of --plugin files and of AG_PLUGINS): forward, gradcheck in\n"
-    "float64 and gradgradcheck, on each sample the op declares (or one generated from its\n"
-    "schema), on each backend (default: device 0 of every backend that loads).\n"
-    "  --plugin PATH   load a plugin file (repeatable)\n"
-    "  --op NAME       check only this op (repeatable; default: every plugin op). NAME is\n"
-    "                  the full name \"ns::name\", or a bare name that one plugin op ends in\n"
-    "  --backend NAME  check on this backend or device, e.g. cpu, cpu:1 (repeatable)\n"
+    "                [--gradcheck] [--csv FILE]\n"
+    "Checks ops on each backend (default: device 0 of every backend that loads). Without\n"
+    "--plugin and --op: every built-in op and every plugin op loaded (AG_PLUGINS).\n"
+    "Built-in ops run on sample inputs (tools/check_builtin_samples.c) there and on the cpu,\n"
+    "which is the reference: outputs and gradients must agree (normalised mean squared\n"
+    "error), and kernels must not write outside their outputs (guard bytes).\n"
+    "Plugin ops: forward, gradcheck in float64 and gradgradcheck, on each sample the op\n"
+    "declares (or one generated from its schema); other backends must match the cpu.\n"
+    "  --plugin PATH   load a plugin file and check its ops (repeatable)\n"
+    "  --op NAME       check only this op (repeatable): a built-in name (\"add\"), a full\n"
+    "                  plugin name \"ns::name\", or a bare name one plugin op ends in\n"
+    "  --backend NAME  check on this backend or device, e.g. opencl, cpu:1 (repeatable)\n"
     "  --samples N     check at most the first N samples of each op\n"
-    "Exit status: 0 all passed (skips allowed), 1 a check failed, 2 usage error.\n";
+    "  --gradcheck     also run gradcheck of the built-in ops in float64 on each backend\n"
+    "  --csv FILE      write every check as CSV (table,op,backend,sample,check,result,...)\n"
+    "Exit status: 0 nothing failed (not supported and skips allowed), 1 a check failed,\n"
+    "2 usage error.\n";
 
 /* ---- results ---- */
 
@@ -81,14 +140,16 @@ static void set_verdict(cell *c, verdict v, const char *reason) {
     snprintf(c->reason, sizeof c->reason, "%s", reason ? reason : "");
 }
 
-/* Marks a check failed with a printf-style message. */
-static void __attribute__((format(printf, 2, 3))) fail(cell *c, const char *fmt, ...) {
+/* Marks a check failed, with a reason for the table (or NULL) and a printf-style message. */
+static void __attribute__((format(printf, 3, 4)))
+fail_why(cell *c, const char *reason, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(c->message, sizeof c->message, fmt, ap);
     va_end(ap);
-    set_verdict(c, FAIL, NULL);
+    set_verdict(c, FAIL, reason);
 }
+#define fail(c, ...) fail_why(c, NULL, __VA_ARGS__)
 
 /* Records the failure of a call that returned st, with the thread's error: a FAIL, or
  * skip(not supported) when the backend has no kernel for the op. (The once_differentiable
@@ -107,14 +168,34 @@ static void skip_gradients(row *r, const char *reason) {
     set_verdict(&r->cells[GRADGRADCHECK], SKIP, reason);
 }
 
-/* "pass", "FAIL", "skip(reason)". */
-static const char *cell_text(const cell *c, char *buf, size_t size) {
-    static const char *const words[] = {"pass", "FAIL", "skip"};
+/* "pass", "FAIL(NMSE 1e-3)", "not supported(no kernel)" as the table kind words them. */
+static const char *cell_text(const table_kind *k, const cell *c, char *buf, size_t size) {
     if (c->reason[0])
-        snprintf(buf, size, "%s(%s)", words[c->verdict], c->reason);
+        snprintf(buf, size, "%s(%s)", k->words[c->verdict], c->reason);
     else
-        snprintf(buf, size, "%s", words[c->verdict]);
+        snprintf(buf, size, "%s", k->words[c->verdict]);
     return buf;
+}
+
+/* A new row of op on dev (backend "-" for a negative backend) at the end of l, its cells
+ * not applicable; NULL when memory runs out. */
+static row *new_row(row_list *l, const char *op, ag_device dev) {
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        row *rows = realloc(l->rows, (size_t)cap * sizeof *rows);
+        if (!rows) return NULL;
+        l->rows = rows;
+        l->cap = cap;
+    }
+    row *r = &l->rows[l->n++];
+    memset(r, 0, sizeof *r);
+    r->op = op;
+    if (dev.backend >= 0)
+        ag_device_str(dev, r->backend, sizeof r->backend);
+    else
+        snprintf(r->backend, sizeof r->backend, "-");
+    for (int c = 0; c < MAX_CHECKS; c++) r->cells[c].verdict = NOT_APPLICABLE;
+    return r;
 }
 
 /* ---- tensors ---- */
@@ -123,19 +204,29 @@ static bool is_float(ag_dtype dtype) {
     return dtype == AG_F32 || dtype == AG_F64;
 }
 
-/* Input i gets a gradient: a float input the op does not declare non-differentiable. */
-static bool differentiable(const ag_plugin_op *d, ag_dtype dtype, int i) {
-    return is_float(dtype) && !(d->nondiff_inputs >> i & 1u);
+static bool same_device(ag_device a, ag_device b) {
+    return a.backend == b.backend && a.index == b.index;
+}
+
+/* "f32", "f64", "i64". */
+static const char *short_dtype(ag_dtype dtype) {
+    static const char *const short_names[] = {"f32", "f64", "i64"};
+    return (unsigned)dtype < 3 ? short_names[dtype] : ag_dtype_name(dtype);
+}
+
+/* Writes "[3,4]" into buf; returns the length written. */
+static int shape_str(int ndim, const int64_t *shape, char *buf, size_t size) {
+    int n = snprintf(buf, size, "[");
+    for (int i = 0; i < ndim && n < (int)size; i++)
+        n += snprintf(buf + n, size - (size_t)n, i ? ",%lld" : "%lld", (long long)shape[i]);
+    if (n < (int)size) n += snprintf(buf + n, size - (size_t)n, "]");
+    return n;
 }
 
 /* Writes "f32[3,4]" into buf; returns the length written. */
 static int meta_str(const ag_tensor_meta *m, char *buf, size_t size) {
-    static const char *const short_names[] = {"f32", "f64", "i64"};
-    int n = snprintf(buf, size, "%s[",
-                     (unsigned)m->dtype < 3 ? short_names[m->dtype] : ag_dtype_name(m->dtype));
-    for (int i = 0; i < m->ndim && n < (int)size; i++)
-        n += snprintf(buf + n, size - (size_t)n, i ? ",%lld" : "%lld", (long long)m->shape[i]);
-    if (n < (int)size) n += snprintf(buf + n, size - (size_t)n, "]");
+    int n = snprintf(buf, size, "%s", short_dtype(m->dtype));
+    if (n < (int)size) n += shape_str(m->ndim, m->shape, buf + n, size - (size_t)n);
     return n;
 }
 
@@ -148,6 +239,117 @@ static ag_tensor_meta meta_of(const ag_tensor *t) {
 static bool same_meta(const ag_tensor_meta *a, const ag_tensor_meta *b) {
     return a->dtype == b->dtype && a->ndim == b->ndim &&
            memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof *a->shape) == 0;
+}
+
+static int64_t meta_numel(const ag_tensor_meta *m) {
+    int64_t n = 1;
+    for (int d = 0; d < m->ndim; d++) n *= m->shape[d];
+    return n;
+}
+
+/* A tensor's elements copied to host memory, in its dtype. */
+typedef struct values {
+    ag_tensor_meta meta;
+    void *data; /* malloc'd; NULL: no tensor */
+} values;
+
+/* Copies t's elements to the host (any strides); the thread's error on failure. */
+static ag_status to_values(ag_tensor *t, values *v) {
+    v->meta = meta_of(t);
+    size_t bytes = (size_t)ag_numel(t) * ag_dtype_size(v->meta.dtype);
+    v->data = malloc(bytes ? bytes : 1);
+    if (!v->data) return ag__error(AG_ERR_OUT_OF_MEMORY, "ag check: out of host memory");
+    return ag_to_host(t, v->data, bytes);
+}
+
+static void free_values(values *v, int n) {
+    for (int i = 0; i < n; i++) {
+        free(v[i].data);
+        v[i].data = NULL;
+    }
+}
+
+static double value_at(const values *v, int64_t i) {
+    switch (v->meta.dtype) {
+    case AG_F32:
+        return ((const float *)v->data)[i];
+    case AG_F64:
+        return ((const double *)v->data)[i];
+    default:
+        return (double)((const int64_t *)v->data)[i];
+    }
+}
+
+/* Largest normalised mean squared error accepted for a dtype. */
+static double nmse_limit(ag_dtype dtype) {
+    return dtype == AG_F32 ? 1e-7 : 1e-14;
+}
+
+/* Compares `got` (the checked device's) with `want` (the reference, the cpu's unless `by`
+ * names another): the same dtype and shape; int64 exactly; floats by NMSE =
+ * sum((got - want)^2) / sum(want^2), and no NaN/Inf in either (the samples avoid them).
+ * False after failing c; `what` names the tensor. */
+static bool compare_by(cell *c, const char *what, const values *got, const values *want,
+                       const char *by) {
+    char a[96], b[96];
+    if (!same_meta(&got->meta, &want->meta)) {
+        meta_str(&got->meta, a, sizeof a);
+        meta_str(&want->meta, b, sizeof b);
+        fail_why(c, "shape", "%s is %s, but %s is %s", what, a, by, b);
+        return false;
+    }
+    int64_t n = meta_numel(&want->meta), differ = 0, bad = 0, want_bad = 0, first = -1;
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double x = value_at(got, i), y = value_at(want, i);
+        if (!isfinite(y))
+            want_bad++;
+        else if (!isfinite(x))
+            bad++;
+        num += (x - y) * (x - y);
+        den += y * y;
+        if (x != y && first < 0) first = i;
+        differ += x != y;
+    }
+    if (want_bad) {
+        fail_why(c, "reference NaN/Inf", "%s: %s has %lld NaN/Inf of %lld (a bad sample?)", what,
+                 by, (long long)want_bad, (long long)n);
+        return false;
+    }
+    if (bad) {
+        fail_why(c, "NaN/Inf", "%s has %lld NaN/Inf of %lld where %s is finite", what,
+                 (long long)bad, (long long)n, by);
+        return false;
+    }
+    if (want->meta.dtype == AG_I64) {
+        if (!differ) return true;
+        fail_why(c, "differs",
+                 "%s: %lld of %lld elements differ from %s (first: %lld, %g instead of %g)", what,
+                 (long long)differ, (long long)n, by, (long long)first, value_at(got, first),
+                 value_at(want, first));
+        return false;
+    }
+    double nmse = den > 0 ? num / den : num > 0 ? INFINITY : 0;
+    if (nmse <= nmse_limit(want->meta.dtype)) return true;
+    char reason[32];
+    snprintf(reason, sizeof reason, "NMSE %.1e", nmse);
+    fail_why(c, reason,
+             "%s: NMSE %.3g against %s is above %g (first difference at %lld: %.17g "
+             "instead of %.17g)",
+             what, nmse, by, nmse_limit(want->meta.dtype), (long long)first, value_at(got, first),
+             value_at(want, first));
+    return false;
+}
+
+/* compare_by against the cpu's. */
+static bool compare(cell *c, const char *what, const values *got, const values *want) {
+    return compare_by(c, what, got, want, "the cpu's");
+}
+/* ---- plugin ops ---- */
+
+/* Input i gets a gradient: a float input the op does not declare non-differentiable. */
+static bool differentiable(const ag_plugin_op *d, ag_dtype dtype, int i) {
+    return is_float(dtype) && !(d->nondiff_inputs >> i & 1u);
 }
 
 /* The outputs' dtypes and shapes the op's shape rule declares for these inputs. */
@@ -362,8 +564,48 @@ static void sample_label(const char *tag, const ag_plugin_sample *s, char *buf, 
     }
 }
 
-/* Fills one row: the op on the current default device with sample s. */
-static void check_sample(row *r, const target *t, const ag_plugin_sample *s, uint64_t seed) {
+/* The op's outputs on sample s made with seed on dev, copied to the host (n_outputs). */
+static ag_status outputs_on(const target *t, const ag_plugin_sample *s, uint64_t seed,
+                            ag_device dev, values *out) {
+    ag_tensor *in[AG_PLUGIN_MAX_IO], *res[AG_PLUGIN_MAX_IO];
+    ag_dtype dtypes[AG_PLUGIN_MAX_IO];
+    for (int i = 0; i < s->n_inputs; i++) dtypes[i] = s->inputs[i].dtype;
+    ag_set_default_device(dev);
+    ag_scope *scope = ag_scope_begin();
+    bool prev = ag_set_grad_enabled(false);
+    ag_status st = make_inputs(s, dtypes, seed, in);
+    if (st == AG_OK) st = call_op(t, in, &s->attrs, res);
+    for (int j = 0; j < t->decl->n_outputs && st == AG_OK; j++) st = to_values(res[j], &out[j]);
+    ag_set_grad_enabled(prev);
+    ag_scope_end(scope);
+    return st;
+}
+
+/* On a device other than the cpu reference: the forward's outputs must be the cpu's. A
+ * plugin without a cpu kernel passes with a note. */
+static void compare_forward(cell *c, const target *t, const ag_plugin_sample *s, uint64_t seed,
+                            ag_device dev, ag_device ref) {
+    values got[AG_PLUGIN_MAX_IO], want[AG_PLUGIN_MAX_IO];
+    int n = t->decl->n_outputs;
+    char what[32];
+    for (int j = 0; j < n; j++) got[j].data = want[j].data = NULL;
+    if (outputs_on(t, s, seed, ref, want) != AG_OK)
+        set_verdict(c, PASS, "no cpu reference");
+    else if (outputs_on(t, s, seed, dev, got) != AG_OK)
+        fail(c, "%s", ag_last_error());
+    for (int j = 0; j < n && c->verdict == PASS && !c->reason[0]; j++) {
+        snprintf(what, sizeof what, "output %d", j);
+        compare(c, what, &got[j], &want[j]);
+    }
+    free_values(got, n);
+    free_values(want, n);
+    ag_set_default_device(dev);
+    ag_clear_error();
+}
+
+/* Fills one row: the op on device dev with sample s. */
+static void check_sample(row *r, const target *t, const ag_plugin_sample *s, uint64_t seed,
+                         ag_device dev, ag_device ref) {
     ag_tensor *in[AG_PLUGIN_MAX_IO];
     ag_dtype dtypes[AG_PLUGIN_MAX_IO];
     for (int i = 0; i < s->n_inputs; i++) dtypes[i] = s->inputs[i].dtype;
@@ -373,6 +615,8 @@ static void check_sample(row *r, const target *t, const ag_plugin_sample *s, uin
     else
         check_forward(&r->cells[FORWARD], t, s, in);
     ag_clear_error();
+    if (r->cells[FORWARD].verdict == PASS && !same_device(dev, ref))
+        compare_forward(&r->cells[FORWARD], t, s, seed, dev, ref);
     if (r->cells[FORWARD].verdict == PASS)
         check_gradients(r, t, s, seed);
     else
@@ -387,23 +631,22 @@ static bool has_samples(const ag_plugin_op *d) {
     return d->n_samples > 0 && d->samples;
 }
 
-/* Rows an op gives per device: its samples (at most max_samples if > 0), or the generated
- * one. */
-static int rows_per_device(const ag_plugin_op *d, int max_samples) {
+/* Samples checked of an op: its own (at most max_samples if > 0), or the generated one. */
+static int samples_checked(const ag_plugin_op *d, int max_samples) {
     int n = has_samples(d) ? d->n_samples : 1;
     return max_samples > 0 && n > max_samples ? max_samples : n;
 }
 
-/* Appends the rows of one op on one device: one per sample checked. */
-static void check_op(const target *t, ag_device dev, int max_samples, row *rows, int *n_rows) {
+/* Appends the rows of one op on one device: one per sample checked. False when memory runs
+ * out. */
+static bool check_op(const target *t, ag_device dev, ag_device ref, int max_samples,
+                     row_list *rows) {
     const ag_plugin_op *d = t->decl;
     ag_plugin_sample generated;
     char why[64], tag[16];
-    for (int k = 0; k < rows_per_device(d, max_samples); k++) {
-        row *r = &rows[(*n_rows)++];
-        memset(r, 0, sizeof *r);
-        r->op = t->name;
-        ag_device_str(dev, r->backend, sizeof r->backend);
+    for (int k = 0; k < samples_checked(d, max_samples); k++) {
+        row *r = new_row(rows, t->name, dev);
+        if (!r) return false;
         const ag_plugin_sample *s = has_samples(d) ? &d->samples[k] : &generated;
         const char *skip = has_samples(d) ? NULL : generate_sample(d, &generated, why, sizeof why);
         if (has_samples(d))
@@ -419,53 +662,540 @@ static void check_op(const target *t, ag_device dev, int max_samples, row *rows,
         sample_label(tag, s, r->sample, sizeof r->sample);
         ag_set_default_device(dev);
         /* One seed per sample: every backend sees the same values. */
-        check_sample(r, t, s, (uint64_t)k + 1);
+        check_sample(r, t, s, (uint64_t)k + 1, dev, ref);
         ag_set_default_device((ag_device){-1, -1});
+    }
+    return true;
+}
+
+/* ---- built-in ops ---- */
+
+/* One built-in check: an op, one of its recipes and the row's dtype. */
+typedef struct builtin_case {
+    ag_op_def *op;
+    const builtin_sample *s;
+    ag_dtype dtype; /* the row's */
+    uint64_t seed;  /* of the inputs: the same on every device */
+    ag_device ref;  /* the cpu reference device */
+} builtin_case;
+
+/* Everything one run of a case on one device gives, copied to the host. */
+typedef struct run {
+    ag_status status; /* of the forward */
+    char error[1024]; /* its error */
+    int n_out;        /* outputs copied */
+    values out[MAX_OUTPUTS];
+    ag_status grad_status; /* of the backward (AG_OK when none ran) */
+    char grad_error[1024];
+    values grads[SAMPLE_MAX_INPUTS]; /* data NULL: no gradient */
+} run;
+
+/* The op records a backward for float inputs. */
+static bool has_backward(const ag_op_def *op) {
+    return op->backward && !(op->flags & AG_OPF_NONDIFF);
+}
+
+/* Input i of the case gets a gradient. */
+static bool wants_grad(const builtin_case *b, ag_dtype dtype, int i) {
+    return has_backward(b->op) && is_float(dtype) && !ag__input_bit(b->op->nondiff_inputs, i);
+}
+
+static ag_dtype input_dtype(const builtin_case *b, int i) {
+    int dt = b->s->inputs[i].dtype;
+    return dt == SAMPLE_KEY ? b->dtype : (ag_dtype)dt;
+}
+
+/* Some input of the case gets a gradient. */
+static bool case_has_backward(const builtin_case *b) {
+    bool any = false;
+    for (int i = 0; i < sample_n_inputs(b->s); i++) any |= wants_grad(b, input_dtype(b, i), i);
+    return any;
+}
+
+/* The case's attributes, with the row's dtype or the reference device filled in. */
+static ag_attrs case_attrs(const builtin_case *b) {
+    ag_attrs at = b->s->attrs;
+    if (b->s->flags & SAMPLE_ATTR_DTYPE) at.ints[0] = b->dtype;
+    if (b->s->flags & SAMPLE_ATTR_DEVICE) {
+        at.ints[0] = b->ref.backend;
+        at.ints[1] = b->ref.index;
+    }
+    return at;
+}
+
+/* Uniform values in [low, high) of a shape and dtype, drawn in float64 on the cpu from gen
+ * (whole numbers if `integer`), moved to dev. A tensor of the current scope, or NULL. */
+static ag_tensor *draw(ag_generator *gen, ag_dtype dtype, int ndim, const int64_t *shape,
+                       double low, double high, bool integer, ag_device ref, ag_device dev) {
+    ag_set_default_device(ref);
+    ag_tensor *t = ag_uniform(gen, AG_F64, ndim, shape, low, high);
+    if (integer) t = ag_to_dtype(t, AG_I64);
+    return ag_to_device(ag_to_dtype(t, dtype), dev);
+}
+
+/* The case's inputs on dev: drawn on the cpu with the case's seed (the same values on every
+ * device), moved, then laid out (transposed views) there. Without history. */
+static ag_status case_inputs(const builtin_case *b, ag_device dev, ag_tensor **in) {
+    ag_generator *gen = ag_generator_new(b->seed);
+    if (!gen) return ag_last_status();
+    bool prev = ag_set_grad_enabled(false);
+    ag_status st = AG_OK;
+    for (int i = 0; i < sample_n_inputs(b->s) && st == AG_OK; i++) {
+        const sample_input *x = &b->s->inputs[i];
+        bool transposed = x->flags & IN_TRANSPOSED && x->ndim >= 2;
+        int64_t shape[4];
+        memcpy(shape, x->shape, sizeof shape);
+        if (transposed) {
+            shape[x->ndim - 2] = x->shape[x->ndim - 1];
+            shape[x->ndim - 1] = x->shape[x->ndim - 2];
+        }
+        in[i] = draw(gen, input_dtype(b, i), x->ndim, shape, x->low, x->high, x->flags & IN_INTEGER,
+                     b->ref, dev);
+        if (in[i] && transposed) in[i] = ag_transpose(in[i], -1, -2);
+        if (!in[i]) st = ag_last_status();
+    }
+    ag_set_grad_enabled(prev);
+    ag_generator_free(gen);
+    return st;
+}
+
+/* Runs the case's forward on dev into outputs (op->n_outputs of them). */
+static ag_status case_forward(const builtin_case *b, ag_device dev, ag_tensor *const *in,
+                              ag_tensor **out) {
+    ag_attrs at = case_attrs(b);
+    ag_set_default_device(dev); /* where arange puts its output */
+    return ag__dispatch(b->op, sample_n_inputs(b->s), in, &at, b->op->n_outputs, out);
+}
+
+/* The kernel's output as the guard check describes it: the op output's shape, or for a
+ * reduction the input's rank with extent 1 in the reduced dims. */
+static ag_kernel_tensor guard_output(const builtin_case *b, ag_tensor *const *in,
+                                     const values *out) {
+    ag_kernel_tensor k = {.dtype = out->meta.dtype, .ndim = out->meta.ndim};
+    memcpy(k.shape, out->meta.shape, sizeof k.shape);
+    if (b->s->guard == GUARD_REDUCE) {
+        k.ndim = ag_ndim(in[0]);
+        for (int d = 0; d < k.ndim; d++)
+            k.shape[d] = (uint64_t)b->s->attrs.ints[0] >> d & 1 ? 1 : ag_shape(in[0])[d];
+    }
+    ag__contiguous_strides(k.ndim, k.shape, k.strides);
+    k.offset = GUARD_BYTES / (int64_t)ag_dtype_size(k.dtype);
+    return k;
+}
+
+/* Guard bytes: byte i of the buffer before the kernel runs. */
+static unsigned char guard_pattern(size_t i) {
+    return (unsigned char)(0xA5 ^ (i * 13));
+}
+
+/* Counts the bytes of [from, to) that differ from the pattern. */
+static size_t guard_damage(const unsigned char *buf, size_t from, size_t to) {
+    size_t n = 0;
+    for (size_t i = from; i < to; i++) n += buf[i] != guard_pattern(i);
+    return n;
+}
+
+/* Calls the op's kernel on dev through the backend ABI with the output in the middle of a
+ * buffer of GUARD_BYTES guard bytes either side; the guards must be intact and the output
+ * the op's forward output `want`. */
+static void check_guard(cell *c, const builtin_case *b, ag_device dev, ag_tensor *const *in,
+                        const values *want) {
+    const ag_backend_iface *be = &ag__backend(dev.backend)->iface;
+    const char *name = b->op->kernel;
+    ag_kernel_fn kernel;
+    if (be->get_kernel(name, b->dtype, &kernel) != AG_OK) {
+        fail_why(c, "no kernel", "%s has a forward but get_kernel(\"%s\", %s) fails: %s", be->name,
+                 name, ag_dtype_name(b->dtype), be->last_error());
+        return;
+    }
+    ag_kernel_tensor kin[SAMPLE_MAX_INPUTS], kout = guard_output(b, in, want);
+    int n_in = b->s->guard == GUARD_FILL ? 0 : sample_n_inputs(b->s);
+    for (int i = 0; i < n_in; i++)
+        if (b->s->guard == GUARD_BROADCAST)
+            ag__kt_broadcast(in[i], kout.ndim, kout.shape, &kin[i]);
+        else
+            ag__kt(in[i], &kin[i]);
+    size_t bytes = (size_t)meta_numel(&want->meta) * ag_dtype_size(kout.dtype);
+    size_t total = bytes + 2 * GUARD_BYTES;
+    unsigned char *host = malloc(total);
+    void *buf = NULL;
+    if (!host) {
+        fail(c, "out of host memory");
+        return;
+    }
+    for (size_t i = 0; i < total; i++) host[i] = guard_pattern(i);
+    ag_attrs at = case_attrs(b);
+    ag_kernel_args args = {.struct_size = sizeof args,
+                           .device = dev.index,
+                           .n_inputs = n_in,
+                           .n_outputs = 1,
+                           .inputs = kin,
+                           .outputs = &kout,
+                           .attrs = &at};
+    const char *step = "alloc";
+    ag_status st = be->alloc(dev.index, total, &buf);
+    if (st == AG_OK && (step = "copy_from_host"))
+        st = be->copy_from_host(dev.index, buf, 0, host, total);
+    kout.data = buf;
+    if (st == AG_OK && (step = "the kernel")) st = kernel(&args);
+    if (st == AG_OK && (step = "synchronize")) st = be->synchronize(dev.index);
+    if (st == AG_OK && (step = "copy_to_host"))
+        st = be->copy_to_host(dev.index, host, buf, 0, total);
+    size_t before = guard_damage(host, 0, GUARD_BYTES);
+    size_t after = guard_damage(host, GUARD_BYTES + bytes, total);
+    if (st != AG_OK)
+        fail_why(c, "error", "kernel '%s' (%s) called directly: %s failed: %s", name,
+                 ag_dtype_name(b->dtype), step, be->last_error());
+    else if (before || after)
+        fail_why(c, "out of bounds",
+                 "kernel '%s' (%s) wrote outside its output of %zu bytes: %zu of the %d guard "
+                 "bytes before it and %zu of the %d after it changed",
+                 name, ag_dtype_name(b->dtype), bytes, before, GUARD_BYTES, after, GUARD_BYTES);
+    else {
+        /* Against the op's forward on the same device: the same bytes, or close enough. */
+        values got = {.meta = want->meta, .data = host + GUARD_BYTES};
+        if (memcmp(got.data, want->data, bytes) == 0 ||
+            compare_by(c, "the kernel's output", &got, want, "the op's forward output"))
+            set_verdict(c, PASS, NULL);
+    }
+    if (buf) be->free(dev.index, buf, total);
+    free(host);
+}
+
+/* Backward of a forward run: gradients of sum_j sum(out_j * w_j) with fixed random w_j
+ * (drawn on the cpu, moved to the output's device) w.r.t. the inputs that want one,
+ * copied into r->grads. */
+static ag_status case_backward(const builtin_case *b, ag_tensor *const *in, ag_tensor **out,
+                               run *r) {
+    ag_tensor *loss = NULL, *wrt[SAMPLE_MAX_INPUTS], *grads[SAMPLE_MAX_INPUTS];
+    int n_wrt = 0, map[SAMPLE_MAX_INPUTS];
+    ag_generator *gen = ag_generator_new(b->seed + 1000);
+    if (!gen) return ag_last_status();
+    for (int j = 0; j < b->op->n_outputs; j++) {
+        if (!ag_requires_grad(out[j]) || !is_float(ag_dtype_of(out[j]))) continue;
+        ag_tensor_meta m = meta_of(out[j]);
+        ag_tensor *w =
+            draw(gen, m.dtype, m.ndim, m.shape, -1, 1, false, b->ref, ag_device_of(out[j]));
+        ag_tensor *term = ag_sum(ag_mul(out[j], w), 0, NULL, false);
+        loss = loss ? ag_add(loss, term) : term;
+        if (!loss) break;
+    }
+    ag_generator_free(gen);
+    ag_status st = ag_last_status();
+    if (!loss) return st; /* no output requires grad: no gradient */
+    for (int i = 0; i < sample_n_inputs(b->s); i++)
+        if (ag_requires_grad(in[i])) {
+            map[n_wrt] = i;
+            wrt[n_wrt++] = in[i];
+        }
+    st = ag_grad(1, &loss, n_wrt, wrt, NULL, false, false, true, grads);
+    for (int k = 0; k < n_wrt && st == AG_OK; k++)
+        if (grads[k]) st = to_values(grads[k], &r->grads[map[k]]);
+    return st;
+}
+
+/* Runs the case on dev (forward, then backward when the op has one) into r; with guard,
+ * also the guard-byte check of its kernel. */
+static void run_case(const builtin_case *b, ag_device dev, cell *guard, run *r) {
+    ag_tensor *in[SAMPLE_MAX_INPUTS], *out[MAX_OUTPUTS];
+    memset(r, 0, sizeof *r);
+    ag_clear_error();
+    ag_scope *scope = ag_scope_begin();
+    ag_status st = case_inputs(b, dev, in);
+    for (int i = 0; i < sample_n_inputs(b->s) && st == AG_OK; i++)
+        if (wants_grad(b, ag_dtype_of(in[i]), i)) st = ag_set_requires_grad(in[i], true);
+    if (st == AG_OK) st = case_forward(b, dev, in, out);
+    for (int j = 0; j < b->op->n_outputs && st == AG_OK; j++, r->n_out++)
+        st = to_values(out[j], &r->out[j]);
+    r->status = st;
+    if (st != AG_OK) snprintf(r->error, sizeof r->error, "%s", ag_last_error());
+    if (st == AG_OK && guard) check_guard(guard, b, dev, in, &r->out[0]);
+    ag_clear_error();
+    if (st == AG_OK && case_has_backward(b)) {
+        r->grad_status = case_backward(b, in, out, r);
+        if (r->grad_status != AG_OK)
+            snprintf(r->grad_error, sizeof r->grad_error, "%s", ag_last_error());
+    }
+    ag_scope_end(scope);
+    ag_set_default_device((ag_device){-1, -1});
+    ag_clear_error();
+}
+
+static void free_run(run *r) {
+    free_values(r->out, r->n_out);
+    free_values(r->grads, SAMPLE_MAX_INPUTS);
+}
+
+/* The result of a call on the checked device that failed with st and error: not supported
+ * for a missing kernel, else a FAIL. */
+static void device_error(cell *c, ag_status st, const char *prefix, const char *error) {
+    snprintf(c->message, sizeof c->message, "%s%s", prefix, error);
+    set_verdict(c, st == AG_ERR_UNSUPPORTED ? SKIP : FAIL,
+                st == AG_ERR_UNSUPPORTED ? "no kernel" : "error");
+}
+
+/* Forward: the same outputs as the cpu's. */
+static void compare_outputs(cell *c, const builtin_case *b, const run *got, const run *want) {
+    char what[32];
+    if (want->status != AG_OK) {
+        fail_why(c, "cpu error", "on the cpu reference: %s", want->error);
+        return;
+    }
+    if (got->status != AG_OK) {
+        device_error(c, got->status, "", got->error);
+        return;
+    }
+    set_verdict(c, PASS, NULL);
+    for (int j = 0; j < b->op->n_outputs && c->verdict == PASS; j++) {
+        snprintf(what, sizeof what, "output %d", j);
+        compare(c, what, &got->out[j], &want->out[j]);
     }
 }
 
+/* Backward: the same gradients as the cpu's, for each input that wants one. */
+static void compare_grads(cell *c, const builtin_case *b, const run *got, const run *want) {
+    char what[48];
+    if (want->grad_status != AG_OK) {
+        fail_why(c, "cpu error", "backward on the cpu reference: %s", want->grad_error);
+        return;
+    }
+    if (got->grad_status != AG_OK) {
+        device_error(c, got->grad_status, "", got->grad_error);
+        return;
+    }
+    set_verdict(c, NOT_APPLICABLE, NULL); /* until a gradient is compared */
+    for (int i = 0; i < sample_n_inputs(b->s) && c->verdict != FAIL; i++) {
+        snprintf(what, sizeof what, "the gradient of input %d", i);
+        if (!got->grads[i].data != !want->grads[i].data)
+            fail_why(c, "missing", "%s is %s here but %s on the cpu", what,
+                     got->grads[i].data ? "computed" : "none",
+                     want->grads[i].data ? "computed" : "none");
+        else if (got->grads[i].data && compare(c, what, &got->grads[i], &want->grads[i]))
+            set_verdict(c, PASS, NULL);
+    }
+}
+
+/* What gradcheck's function sees. */
+typedef struct builtin_call {
+    const builtin_case *b;
+    ag_device dev;
+    int output;
+} builtin_call;
+
+/* ag_gradcheck_fn: output `output` of the op. */
+static ag_tensor *call_builtin(ag_tensor *const *in, void *user) {
+    const builtin_call *call = user;
+    ag_tensor *out[MAX_OUTPUTS];
+    return case_forward(call->b, call->dev, in, out) == AG_OK ? out[call->output] : NULL;
+}
+
+/* --gradcheck: gradcheck in float64 on dev of every float output, w.r.t. the float64
+ * inputs that want a gradient. Rows of other dtypes are not applicable. */
+static void check_builtin_gradcheck(cell *c, const builtin_case *b, ag_device dev) {
+    ag_tensor *in[SAMPLE_MAX_INPUTS], *out[MAX_OUTPUTS];
+    char prefix[32] = "";
+    if (b->dtype != AG_F64 || !has_backward(b->op)) return;
+    ag_scope *scope = ag_scope_begin();
+    ag_status st = case_inputs(b, dev, in);
+    bool any = false;
+    for (int i = 0; i < sample_n_inputs(b->s) && st == AG_OK; i++)
+        if (ag_dtype_of(in[i]) == AG_F64 && wants_grad(b, AG_F64, i)) {
+            st = ag_set_requires_grad(in[i], true);
+            any = true;
+        }
+    bool prev = ag_set_grad_enabled(false);
+    if (st == AG_OK && any) st = case_forward(b, dev, in, out);
+    ag_set_grad_enabled(prev);
+    if (st != AG_OK) device_error(c, st, "", ag_last_error());
+    for (int j = 0; j < b->op->n_outputs && st == AG_OK && any; j++) {
+        if (!is_float(ag_dtype_of(out[j]))) continue;
+        builtin_call call = {b, dev, j};
+        if (b->op->n_outputs > 1) snprintf(prefix, sizeof prefix, "output %d: ", j);
+        set_verdict(c, PASS, NULL);
+        st = ag_gradcheck(call_builtin, &call, sample_n_inputs(b->s), in, NULL);
+        if (st != AG_OK) device_error(c, st, prefix, ag_last_error());
+    }
+    ag_scope_end(scope);
+    ag_set_default_device((ag_device){-1, -1});
+    ag_clear_error();
+}
+
+/* "f32 [17,33]T, i64[17] (dim 0)": the row's dtype, the inputs' shapes (with their dtype
+ * where it is not the row's; T: a transposed view) and the recipe's note. */
+static void builtin_label(const builtin_sample *s, ag_dtype dtype, char *buf, size_t size) {
+    int n = snprintf(buf, size, "%s", short_dtype(dtype));
+    for (int i = 0; i < sample_n_inputs(s) && n < (int)size; i++) {
+        const sample_input *x = &s->inputs[i];
+        n += snprintf(buf + n, size - (size_t)n, "%s%s", i ? ", " : " ",
+                      x->dtype == SAMPLE_KEY ? "" : short_dtype((ag_dtype)x->dtype));
+        if (n < (int)size) n += shape_str(x->ndim, x->shape, buf + n, size - (size_t)n);
+        if (n < (int)size && x->flags & IN_TRANSPOSED)
+            n += snprintf(buf + n, size - (size_t)n, "T");
+    }
+    if (s->note && n < (int)size) snprintf(buf + n, size - (size_t)n, " (%s)", s->note);
+}
+
+/* Fills one row: case b on dev against the cpu reference. */
+static void check_builtin_row(row *r, const builtin_case *b, ag_device dev, bool gradcheck) {
+    run want, got;
+    cell *fwd = &r->cells[B_FORWARD], *bwd = &r->cells[B_BACKWARD], *guard = &r->cells[B_GUARD];
+    builtin_label(b->s, b->dtype, r->sample, sizeof r->sample);
+    run_case(b, b->ref, NULL, &want);
+    run_case(b, dev, b->s->guard != GUARD_NONE && want.status == AG_OK ? guard : NULL, &got);
+    compare_outputs(fwd, b, &got, &want);
+    if (fwd->verdict == SKIP) {
+        if (case_has_backward(b)) set_verdict(bwd, SKIP, "no kernel");
+        if (b->s->guard != GUARD_NONE) set_verdict(guard, SKIP, "no kernel");
+    } else if (fwd->verdict == PASS && case_has_backward(b))
+        compare_grads(bwd, b, &got, &want);
+    if (gradcheck && fwd->verdict != SKIP) check_builtin_gradcheck(&r->cells[B_GRADCHECK], b, dev);
+    free_run(&want);
+    free_run(&got);
+}
+
+/* A FAIL row for a built-in op that ag check has no recipe for, or a recipe of no op. */
+static bool missing_row(row_list *rows, const char *op, const char *reason, const char *message) {
+    row *r = new_row(rows, op, (ag_device){-1, -1});
+    if (!r) return false;
+    snprintf(r->sample, sizeof r->sample, "-");
+    fail_why(&r->cells[B_FORWARD], reason, "%s", message);
+    return true;
+}
+
+/* Appends the rows of built-in op `op` on every device: one per recipe (at most
+ * max_samples), dtype and device; a FAIL row when it has no recipe. */
+static bool check_builtin_op(ag_op_def *op, const ag_device *devs, int n_devs, ag_device ref,
+                             const options *o, row_list *rows) {
+    int recipes = 0;
+    char message[256];
+    for (int k = 0; k < check_builtin_sample_count; k++) {
+        const builtin_sample *s = &check_builtin_samples[k];
+        if (strcmp(s->op, op->name) != 0) continue;
+        if (o->max_samples > 0 && recipes >= o->max_samples) break;
+        recipes++;
+        for (int dt = 0; dt < AG_DTYPE_COUNT; dt++) {
+            if (!(s->dtypes & AG_DTYPE_BIT(dt))) continue;
+            builtin_case b = {op, s, (ag_dtype)dt, (uint64_t)k + 1, ref};
+            for (int d = 0; d < n_devs; d++) {
+                row *r = new_row(rows, op->name, devs[d]);
+                if (!r) return false;
+                check_builtin_row(r, &b, devs[d], o->gradcheck);
+            }
+        }
+    }
+    if (recipes) return true;
+    snprintf(message, sizeof message,
+             "built-in op '%s' has no sample recipe: add one to tools/check_builtin_samples.c",
+             op->name);
+    return missing_row(rows, op->name, "no sample", message);
+}
+
+/* Recipes naming no registered built-in op (a renamed or removed op) are FAIL rows. */
+static bool check_stale_recipes(row_list *rows) {
+    char message[256];
+    for (int k = 0; k < check_builtin_sample_count; k++) {
+        const char *name = check_builtin_samples[k].op;
+        const ag_op_def *op = ag__op_find(name);
+        bool reported = false;
+        for (int i = 0; i < k; i++) reported |= strcmp(check_builtin_samples[i].op, name) == 0;
+        if ((op && !op->plugin) || reported) continue;
+        snprintf(message, sizeof message,
+                 "tools/check_builtin_samples.c has a recipe for '%s', which is no built-in op",
+                 name);
+        if (!missing_row(rows, name, "no such op", message)) return false;
+    }
+    return true;
+}
 /* ---- output ---- */
 
-/* The six columns of a row (cell texts written into bufs). */
-static void row_columns(const row *r, char bufs[N_CHECKS][96], const char **cols) {
+/* The columns of a row (cell texts written into bufs); returns their number. */
+static int row_columns(const table_kind *k, const row *r, char bufs[MAX_CHECKS][96],
+                       const char **cols) {
     cols[0] = r->op;
     cols[1] = r->backend;
     cols[2] = r->sample;
-    for (int c = 0; c < N_CHECKS; c++) cols[3 + c] = cell_text(&r->cells[c], bufs[c], 96);
+    for (int c = 0; c < k->n_checks; c++) cols[3 + c] = cell_text(k, &r->cells[c], bufs[c], 96);
+    return 3 + k->n_checks;
 }
 
-/* Prints the table, the messages behind failures and skips, and the summary; returns the
+/* Prints a table, the messages behind failures and skips, and the summary; returns the
  * number of failed checks. */
-static int report(const row *rows, int n_rows) {
-    const char *header[6] = {"op", "backend", "sample", "forward", "gradcheck", "gradgradcheck"};
-    const char *cols[6];
-    char bufs[N_CHECKS][96];
-    int width[6], counts[3] = {0};
-    for (int c = 0; c < 6; c++) width[c] = (int)strlen(header[c]);
-    for (int i = 0; i < n_rows; i++) {
-        row_columns(&rows[i], bufs, cols);
-        for (int c = 0; c < 6; c++)
+static int report(const table_kind *k, const row_list *l) {
+    const char *header[3 + MAX_CHECKS] = {"op", "backend", "sample"}, *cols[3 + MAX_CHECKS];
+    char bufs[MAX_CHECKS][96];
+    int width[3 + MAX_CHECKS], counts[N_VERDICTS] = {0}, n_cols = 3 + k->n_checks;
+    for (int c = 0; c < k->n_checks; c++) header[3 + c] = k->checks[c];
+    for (int c = 0; c < n_cols; c++) width[c] = (int)strlen(header[c]);
+    for (int i = 0; i < l->n; i++) {
+        row_columns(k, &l->rows[i], bufs, cols);
+        for (int c = 0; c < n_cols; c++)
             if ((int)strlen(cols[c]) > width[c]) width[c] = (int)strlen(cols[c]);
     }
-    for (int i = -1; i < n_rows; i++) {
-        if (i >= 0) row_columns(&rows[i], bufs, cols);
-        for (int c = 0; c < 6; c++)
-            printf(c < 5 ? "%-*s  " : "%-*s\n", c < 5 ? width[c] : 0, i < 0 ? header[c] : cols[c]);
+    if (k->title) printf("%s:\n", k->title);
+    for (int i = -1; i < l->n; i++) {
+        if (i >= 0) row_columns(k, &l->rows[i], bufs, cols);
+        for (int c = 0; c < n_cols; c++)
+            printf(c < n_cols - 1 ? "%-*s  " : "%-*s\n", c < n_cols - 1 ? width[c] : 0,
+                   i < 0 ? header[c] : cols[c]);
     }
     bool titled = false;
-    for (int i = 0; i < n_rows; i++)
-        for (int c = 0; c < N_CHECKS; c++) {
-            const cell *x = &rows[i].cells[c];
+    for (int i = 0; i < l->n; i++)
+        for (int c = 0; c < k->n_checks; c++) {
+            const cell *x = &l->rows[i].cells[c];
             counts[x->verdict]++;
             if (!x->message[0]) continue;
             if (!titled) printf("\ndetails:\n");
             titled = true;
-            printf("  %s on %s, sample %s, %s:\n    %s\n", rows[i].op, rows[i].backend,
-                   rows[i].sample, check_names[c], x->message);
+            printf("  %s on %s, sample %s, %s:\n    %s\n", l->rows[i].op, l->rows[i].backend,
+                   l->rows[i].sample, k->checks[c], x->message);
         }
-    printf("\n%d row%s, %d checks: %d passed, %d failed, %d skipped\n", n_rows,
-           n_rows == 1 ? "" : "s", n_rows * N_CHECKS, counts[PASS], counts[FAIL], counts[SKIP]);
+    printf("\n%s%s%d row%s, %d checks:", k->title ? k->title : "", k->title ? ": " : "", l->n,
+           l->n == 1 ? "" : "s", l->n * k->n_checks);
+    for (int v = 0, shown = 0; v < N_VERDICTS; v++)
+        if (k->counted[v]) printf("%s %d %s", shown++ ? "," : "", counts[v], k->counted[v]);
+    printf("\n");
     return counts[FAIL];
+}
+
+/* Writes s as a CSV field (quoted, quotes doubled). */
+static void csv_field(FILE *f, const char *s, const char *end) {
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"') fputc('"', f);
+        fputc(*s, f);
+    }
+    fprintf(f, "\"%s", end);
+}
+
+/* Appends one line per cell of a table to f. */
+static void csv_rows(FILE *f, const table_kind *k, const row_list *l) {
+    for (int i = 0; i < l->n; i++)
+        for (int c = 0; c < k->n_checks; c++) {
+            const row *r = &l->rows[i];
+            const cell *x = &r->cells[c];
+            const char *fields[] = {k->name,   r->op,        r->backend,
+                                    r->sample, k->checks[c], k->words[x->verdict],
+                                    x->reason};
+            for (size_t j = 0; j < sizeof fields / sizeof fields[0]; j++)
+                csv_field(f, fields[j], ",");
+            csv_field(f, x->message, "\n");
+        }
+}
+
+/* --csv: writes both tables; false (after saying why) when the file cannot be written. */
+static bool write_csv(const char *path, const table_kind *kinds, const row_list *lists, int n) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "ag check: cannot write %s: %s\n", path, strerror(errno));
+        return false;
+    }
+    fprintf(f, "table,op,backend,sample,check,result,reason,message\n");
+    for (int t = 0; t < n; t++) csv_rows(f, &kinds[t], &lists[t]);
+    if (fclose(f) != 0) {
+        fprintf(stderr, "ag check: cannot write %s: %s\n", path, strerror(errno));
+        return false;
+    }
+    return true;
 }
 
 /* ---- choosing ops and devices ---- */
@@ -485,20 +1215,24 @@ static const char **plugin_op_names(int *n) {
     return names;
 }
 
-/* Prints the plugin ops --op may name, after an unknown or ambiguous name. */
+/* Prints the ops --op may name, after an unknown or ambiguous name. */
 static void list_ops(const char **names, int n) {
-    if (!n) {
+    if (!n)
         fprintf(stderr, "no plugin op is loaded (give --plugin PATH or set AG_PLUGINS)\n");
-        return;
+    else {
+        fprintf(stderr, "plugin ops:");
+        for (int i = 0; i < n; i++) fprintf(stderr, " %s", names[i]);
+        fprintf(stderr, "\n");
     }
-    fprintf(stderr, "available ops:");
-    for (int i = 0; i < n; i++) fprintf(stderr, " %s", names[i]);
+    fprintf(stderr, "built-in ops:");
+    for (int i = 0; i < ag__op_count(); i++)
+        if (!ag__op_at(i)->plugin) fprintf(stderr, " %s", ag__op_at(i)->name);
     fprintf(stderr, "\n");
 }
 
 /* Resolves --op NAME among the plugin ops: a name with "::" must match exactly; a bare name
  * matches the one op whose part after "::" equals it ("swish" → "swish::swish"). Returns the
- * full name, or NULL after printing why (unknown, ambiguous, built-in). */
+ * full name, or NULL after printing why (unknown, ambiguous). */
 static const char *resolve(const char *want, const char **names, int n) {
     const char *found = NULL;
     int matches = 0;
@@ -518,32 +1252,35 @@ static const char *resolve(const char *want, const char **names, int n) {
         fprintf(stderr, "\n");
         return NULL;
     }
-    if (ag_op_find(want))
-        fprintf(stderr, "ag check: '%s' is a built-in op; ag check covers plugin ops\n", want);
-    else
-        fprintf(stderr, "ag check: unknown op '%s'\n", want);
-    ag_clear_error();
+    fprintf(stderr, "ag check: unknown op '%s'\n", want);
     list_ops(names, n);
     return NULL;
 }
 
-/* Sets *targets to the ops to check (--op, else every plugin op; malloc'd, no repeats);
- * returns -1 to go on, else the exit status. */
-static int pick_ops(const options *o, target **targets, int *n_targets) {
+/* The ops to check: *targets the plugin ops (malloc'd, no repeats), builtins the built-in
+ * ops (no repeats). --op names them; without --op, every plugin op, and every built-in op
+ * unless --plugin was given. Returns -1 to go on, else the exit status. */
+static int pick_ops(const options *o, target **targets, int *n_targets, ag_op_def **builtins,
+                    int *n_builtins) {
     int n_names;
     const char **names = plugin_op_names(&n_names);
     int rc = -1, n_want = o->n_ops ? o->n_ops : n_names;
-    *n_targets = 0;
-    *targets = n_want ? malloc((size_t)n_want * sizeof **targets) : NULL;
-    if (!n_want) {
-        fprintf(stderr, "ag check: nothing to check: ");
-        list_ops(names, n_names);
-        rc = 2;
-    } else if (!*targets || (n_names && !names)) {
+    *n_targets = *n_builtins = 0;
+    *targets = malloc((size_t)(n_want ? n_want : 1) * sizeof **targets);
+    if (!*targets || (n_names && !names)) {
         fprintf(stderr, "ag check: out of memory\n");
         rc = 1;
     }
+    for (int i = 0; rc < 0 && !o->n_ops && !o->n_plugins && i < ag__op_count(); i++)
+        if (!ag__op_at(i)->plugin) builtins[(*n_builtins)++] = ag__op_at(i);
     for (int k = 0; k < n_want && rc < 0; k++) {
+        ag_op_def *def = o->n_ops ? ag__op_find(o->ops[k]) : NULL;
+        if (def && !def->plugin) {
+            bool seen = false;
+            for (int i = 0; i < *n_builtins; i++) seen |= builtins[i] == def;
+            if (!seen) builtins[(*n_builtins)++] = def;
+            continue;
+        }
         const char *name = o->n_ops ? resolve(o->ops[k], names, n_names) : names[k];
         bool seen = false;
         for (int i = 0; name && i < *n_targets; i++) seen |= strcmp((*targets)[i].name, name) == 0;
@@ -555,6 +1292,10 @@ static int pick_ops(const options *o, target **targets, int *n_targets) {
             t->op = ag_op_find(name); /* a loaded plugin's op: registered, declared */
             t->decl = ag_op_plugin_decl(t->op);
         }
+    }
+    if (rc < 0 && !*n_targets && !*n_builtins) {
+        fprintf(stderr, "ag check: nothing to check\n");
+        rc = 2;
     }
     free(names);
     return rc;
@@ -626,10 +1367,11 @@ static int parse(int argc, char **argv, options *o) {
     static const struct option long_options[] = {
         {"plugin", required_argument, NULL, 'p'},  {"op", required_argument, NULL, 'o'},
         {"backend", required_argument, NULL, 'b'}, {"samples", required_argument, NULL, 's'},
+        {"gradcheck", no_argument, NULL, 'g'},     {"csv", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},          {0}};
     int c;
     char *end;
-    while ((c = getopt_long(argc, argv, "p:o:b:s:h", long_options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "p:o:b:s:gc:h", long_options, NULL)) != -1) {
         switch (c) {
         case 'p':
             if (!append(o->plugins, &o->n_plugins, "--plugin")) return 2;
@@ -648,6 +1390,12 @@ static int parse(int argc, char **argv, options *o) {
                 return 2;
             }
             break;
+        case 'g':
+            o->gradcheck = true;
+            break;
+        case 'c':
+            o->csv_path = optarg;
+            break;
         case 'h':
             fputs(usage_text, stdout);
             return 0;
@@ -663,14 +1411,36 @@ static int parse(int argc, char **argv, options *o) {
     return -1;
 }
 
+/* Runs every check: plugin rows into lists[0], built-in rows into lists[1]. False when
+ * memory runs out. */
+static bool run_checks(const options *o, const target *targets, int n_targets,
+                       ag_op_def *const *builtins, int n_builtins, const ag_device *devs,
+                       int n_devs, ag_device ref, row_list *lists) {
+    for (int i = 0; i < n_targets; i++)
+        for (int k = 0; k < n_devs; k++)
+            if (!check_op(&targets[i], devs[k], ref, o->max_samples, &lists[0])) return false;
+    bool tty = isatty(STDERR_FILENO);
+    for (int i = 0; i < n_builtins; i++) {
+        /* Device kernels may compile on first use: show where a slow run is. */
+        if (tty)
+            fprintf(stderr, "\r\033[Kchecking %s (%d/%d)", builtins[i]->name, i + 1, n_builtins);
+        if (!check_builtin_op(builtins[i], devs, n_devs, ref, o, &lists[1])) return false;
+    }
+    if (tty && n_builtins) fprintf(stderr, "\r\033[K");
+    /* Checking every built-in op: stale recipes too. */
+    return o->n_ops || o->n_plugins || check_stale_recipes(&lists[1]);
+}
+
 /* `ag check`: see the comment at the top of this file and the usage text. */
 int ag_cmd_check(int argc, char **argv) {
     options o = {0};
     target *targets = NULL;
-    ag_device devs[MAX_ARGS > AG_MAX_BACKENDS ? MAX_ARGS : AG_MAX_BACKENDS];
-    int n_targets = 0, n_devs = 0, rc = parse(argc, argv, &o);
+    ag_device devs[MAX_ARGS > AG_MAX_BACKENDS ? MAX_ARGS : AG_MAX_BACKENDS], ref;
+    int n_targets = 0, n_builtins = 0, n_devs = 0, rc = parse(argc, argv, &o);
     if (rc >= 0) return rc;
-    if (ag_init() != AG_OK) {
+    /* A missing kernel must show as such, not run on the cpu (core/dispatch.c). */
+    unsetenv("AG_CPU_FALLBACK");
+    if (ag_init() != AG_OK || ag_device_parse("cpu", &ref) != AG_OK) {
         fprintf(stderr, "ag check: %s\n", ag_last_error());
         return 1;
     }
@@ -679,21 +1449,37 @@ int ag_cmd_check(int argc, char **argv) {
             fprintf(stderr, "ag check: %s\n", ag_last_error());
             return 1;
         }
-    rc = pick_ops(&o, &targets, &n_targets);
+    int cap = ag__op_count() > MAX_ARGS ? ag__op_count() : MAX_ARGS;
+    ag_op_def **builtins = malloc((size_t)cap * sizeof *builtins);
+    if (!builtins) {
+        fprintf(stderr, "ag check: out of memory\n");
+        return 1;
+    }
+    table_kind kinds[2] = {plugin_table, builtin_table};
+    row_list lists[2] = {{0}};
+    if (o.gradcheck) kinds[1].n_checks = 4;
+    rc = pick_ops(&o, &targets, &n_targets, builtins, &n_builtins);
     if (rc < 0) rc = pick_devices(&o, devs, &n_devs);
-    int n_rows = 0, cap = 0;
-    for (int i = 0; rc < 0 && i < n_targets; i++)
-        cap += rows_per_device(targets[i].decl, o.max_samples) * n_devs;
-    row *rows = rc < 0 && cap ? malloc((size_t)cap * sizeof *rows) : NULL;
-    if (rc < 0 && !rows) {
-        fprintf(stderr, "ag check: %s\n", cap ? "out of memory" : "no backend to check on");
+    if (rc < 0 && !n_devs) {
+        fprintf(stderr, "ag check: no backend to check on\n");
         rc = 1;
     }
-    for (int i = 0; rc < 0 && i < n_targets; i++)
-        for (int k = 0; k < n_devs; k++)
-            check_op(&targets[i], devs[k], o.max_samples, rows, &n_rows);
-    if (rc < 0) rc = report(rows, n_rows) ? 1 : 0;
-    free(rows);
+    if (rc < 0 &&
+        !run_checks(&o, targets, n_targets, builtins, n_builtins, devs, n_devs, ref, lists)) {
+        fprintf(stderr, "ag check: out of memory\n");
+        rc = 1;
+    }
+    if (rc < 0) {
+        int failed = 0;
+        if (n_builtins && n_targets) kinds[0].title = "plugin ops";
+        for (int t = 0; t < 2; t++)
+            if (lists[t].n) failed += report(&kinds[t], &lists[t]);
+        rc = failed ? 1 : 0;
+        if (o.csv_path && !write_csv(o.csv_path, kinds, lists, 2)) rc = 1;
+    }
+    free(lists[0].rows);
+    free(lists[1].rows);
+    free(builtins);
     free(targets);
     return rc;
 }
