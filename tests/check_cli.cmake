@@ -32,12 +32,17 @@ target_compile_definitions(test_check_cli PRIVATE
   AG_CSV_PATH="${CMAKE_CURRENT_BINARY_DIR}/check_cli.csv")
 add_dependencies(test_check_cli ag_cli ag_op_swish ag_op_logsumexp ag_check_fixture
   ag_check_backend ag_backend_cpu)
+# Without --backend, ag check loads every backend built (AG_TEST_ENV_opencl: LSan
+# suppressions for the OpenCL runtime, tests/CMakeLists.txt).
+set_tests_properties(check_cli PROPERTIES ENVIRONMENT
+                     "CK_FORK=no;AG_BACKEND=cpu;${AG_TEST_ENV_opencl}")
 
 # Every built-in op on the OpenCL backend against the cpu, where that backend is built;
 # skipped where the machine has no OpenCL platform or device (CI installs PoCL). PoCL
 # compiles each kernel on first use, which takes long on a cold kernel cache.
 if(TARGET ag_backend_opencl)
   add_test(NAME check_opencl COMMAND ag_cli check --backend opencl)
-  set_tests_properties(check_opencl PROPERTIES ENVIRONMENT "AG_PLUGINS=" TIMEOUT 3600
+  set_tests_properties(check_opencl PROPERTIES ENVIRONMENT "AG_PLUGINS=;${AG_TEST_ENV_opencl}"
+                       TIMEOUT 3600
                        SKIP_REGULAR_EXPRESSION "no OpenCL (platform|device)")
 endif()

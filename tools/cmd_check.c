@@ -1477,6 +1477,8 @@ int ag_cmd_check(int argc, char **argv) {
         rc = failed ? 1 : 0;
         if (o.csv_path && !write_csv(o.csv_path, kinds, lists, 2)) rc = 1;
     }
+    /* Work still queued on a device finishes before the process exits. */
+    for (int k = 0; k < n_devs; k++) ag_synchronize(devs[k]);
     free(lists[0].rows);
     free(lists[1].rows);
     free(builtins);
