@@ -357,12 +357,7 @@ END_TEST
 static int run_cli(const char *env, const char *args, char *out, size_t size) {
     char cmd[PATH_MAX * 4];
     snprintf(cmd, sizeof cmd, "env %s '%s' %s 2>&1", env, AG_TEST_CLI, args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t n = fread(out, 1, size - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return tu_run_command(cmd, out, size);
 }
 
 START_TEST(cli_info_fails_for_missing_backend) {

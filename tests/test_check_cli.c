@@ -252,6 +252,7 @@ const ag_plugin_info *ag_plugin_entry(uint32_t host_abi_major, uint32_t host_abi
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include "test_util.h"
 
 #if !defined(AG_CLI_PATH) || !defined(AG_SWISH_PLUGIN) || !defined(AG_LSE_PLUGIN) ||               \
     !defined(AG_FIXTURE_PLUGIN) || !defined(AG_FIXTURE_BACKEND_DIR) || !defined(AG_CSV_PATH)
@@ -265,12 +266,7 @@ static char out[1 << 20];
 static int run_env(const char *env, const char *args) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "env %s '%s' check %s 2>&1", env, AG_CLI_PATH, args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return tu_run_command(cmd, out, sizeof out);
 }
 
 /* Runs `AG_PLUGINS=<plugins> ag check <args>`. */

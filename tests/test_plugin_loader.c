@@ -307,12 +307,7 @@ static int run_info(const char *plugins, char *out, size_t size) {
         snprintf(cmd, sizeof cmd, "env AG_PLUGINS='%s' '%s' info 2>&1", plugins, AG_TEST_CLI);
     else
         snprintf(cmd, sizeof cmd, "env -u AG_PLUGINS '%s' info 2>&1", AG_TEST_CLI);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t n = fread(out, 1, size - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return tu_run_command(cmd, out, size);
 }
 
 START_TEST(cli_info_lists_plugins_and_ops) {

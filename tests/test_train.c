@@ -218,12 +218,7 @@ static char tmpdir[64];
 static int run_cli(const char *args, char *out, size_t size) {
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "'%s' train %s 2>&1", AG_CLI_PATH, args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t n = fread(out, 1, size - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return tu_run_command(cmd, out, size);
 }
 
 /* A path in this test's temporary directory. */

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include "ag/ag.h"
 
 /* A shape literal: TU_SHAPE(2, 3). A 0-dim tensor takes ndim 0 and a NULL shape. */
@@ -156,6 +157,17 @@ static inline double tu_max_abs_diff(const ag_tensor *a, const ag_tensor *b) {
     free(va);
     free(vb);
     return worst;
+}
+
+/* Runs a shell command with stdout and stderr into out (size bytes, terminated); returns
+ * its exit status, or -1 if it did not exit normally. */
+static inline int tu_run_command(const char *cmd, char *out, size_t size) {
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t n = fread(out, 1, size - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 /* The usual Check fixture: each test starts with no pending error, inside a scope of its
