@@ -28,7 +28,8 @@ enum {
 
 /* Bytes before the first function slot; a table shorter than this is not a table. */
 #define HEADER_SIZE offsetof(ag_backend_iface, init)
-/* Every slot is a function pointer of this size (checked below for the last one). */
+/* Every slot is a pointer of this size (checked below for the last one); all are function
+ * pointers but source_language, a string that stays NULL when absent. */
 #define SLOT_SIZE sizeof(void (*)(void))
 
 /* Every function slot of ag_backend_iface, in order. */
@@ -47,9 +48,11 @@ enum {
     X(get_kernel)                                                                                  \
     X(memory_stats)                                                                                \
     X(empty_cache)                                                                                 \
-    X(get_proc_address)
+    X(get_proc_address)                                                                            \
+    X(build_source)                                                                                \
+    X(launch_source)
 
-_Static_assert(sizeof(ag_backend_iface) == offsetof(ag_backend_iface, get_proc_address) + SLOT_SIZE,
+_Static_assert(sizeof(ag_backend_iface) == offsetof(ag_backend_iface, launch_source) + SLOT_SIZE,
                "a slot was appended to ag_backend_iface: add it to SLOTS and DEFINE_STUBS");
 
 /* The table: entries [0, count) are loaded backends, published by incrementing count
@@ -162,6 +165,15 @@ static void *stub_get_proc_address(const char *name) {
         (void)device;                                                                              \
         return unimplemented(s, "empty_cache");                                                    \
     }                                                                                              \
+    static ag_status build_source_##s(const char *source, const char *entry, void **out) {         \
+        (void)source, (void)entry, (void)out;                                                      \
+        return unimplemented(s, "build_source");                                                   \
+    }                                                                                              \
+    static ag_status launch_source_##s(void *kernel, const ag_kernel_args *args, int n_sizes,      \
+                                       const int64_t *sizes, int64_t work_items) {                 \
+        (void)kernel, (void)args, (void)n_sizes, (void)sizes, (void)work_items;                    \
+        return unimplemented(s, "launch_source");                                                  \
+    }                                                                                              \
     static const ag_backend_iface stubs_##s = {                                                    \
         .init = stub_init,                                                                         \
         .shutdown = stub_shutdown,                                                                 \
@@ -178,6 +190,8 @@ static void *stub_get_proc_address(const char *name) {
         .memory_stats = memory_stats_##s,                                                          \
         .empty_cache = empty_cache_##s,                                                            \
         .get_proc_address = stub_get_proc_address,                                                 \
+        .build_source = build_source_##s,                                                          \
+        .launch_source = launch_source_##s,                                                        \
     };
 
 _Static_assert(AG_MAX_BACKENDS == 8, "one DEFINE_STUBS per table entry and one for the probe");

@@ -295,6 +295,10 @@ bool ag__needs_grad(const ag_backward_ctx *ctx, int i);
 const ag_attrs *ag__bw_attrs(const ag_backward_ctx *ctx);
 const ag_meta *ag__bw_in_meta(const ag_backward_ctx *ctx, int i);
 
+/* Writes src (broadcast to dst's shape, converted to dst's dtype) into dst's elements,
+ * whatever dst's strides, outside the graph (the copy op's kernel; ops/elementwise.c). */
+ag_status ag__copy_into(ag_tensor *dst, ag_tensor *src);
+
 /* ---- thread state (core/tensor.c) ---- */
 
 /* Creates a tensor of the given dtype and device from host data (registered in scope). */

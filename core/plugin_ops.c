@@ -13,6 +13,9 @@ typedef struct plugin_def {
     ag_op_def def;          /* what the registry and the engine see */
     ag_op_def backward_def; /* runs the backward kernel (kernel cache of its own) */
     ag_plugin_op decl;      /* the declaration, copied */
+    /* Source kernels compiled by each backend (build_source handles), per direction. */
+    void *compiled_forward[AG_MAX_BACKENDS];
+    void *compiled_backward[AG_MAX_BACKENDS];
 } plugin_def;
 
 static plugin_def *plugin_of(const ag_op_def *def) {
@@ -75,10 +78,109 @@ static const char *schema_problem(const ag_plugin_op *d) {
         return "give a composed backward or a backward kernel, not both";
     if (kernel_backward && !once) return "a backward kernel needs AG_PLUGIN_ONCE_DIFFERENTIABLE";
     if (once && !kernel_backward) return "AG_PLUGIN_ONCE_DIFFERENTIABLE needs a backward kernel";
+    if (d->launch != AG_PLUGIN_LAUNCH_ELEMENTS && d->launch != AG_PLUGIN_LAUNCH_ROWS)
+        return "launch must be AG_PLUGIN_LAUNCH_ELEMENTS or AG_PLUGIN_LAUNCH_ROWS";
     if (d->n_samples < 0 || (d->n_samples > 0 && !d->samples)) return "samples are inconsistent";
     for (int s = 0; s < d->n_samples; s++)
         if (d->samples[s].n_inputs != d->n_inputs) return "a sample has the wrong input count";
     return NULL;
+}
+
+/* ---- kernels ---- */
+
+/* Which kernels one plugin kernel call may run: the def whose host kernel (and kernel
+ * cache) serves host-memory backends, and the sources other backends compile. */
+typedef struct plugin_kernels {
+    ag_op_def *def;                         /* def or backward_def */
+    const ag_plugin_kernel_source *sources; /* sources or backward_sources */
+    int n_sources;                          /* entries in sources */
+    void **compiled;                        /* compiled_forward or compiled_backward */
+} plugin_kernels;
+
+/* The source of k in the language backend be compiles, or NULL. */
+static const ag_plugin_kernel_source *source_for(const plugin_kernels *k, const ag_backend *be) {
+    const char *language = be->iface.source_language;
+    if (be->host_memory || !language) return NULL;
+    for (int i = 0; i < k->n_sources; i++)
+        if (strcmp(k->sources[i].language, language) == 0) return &k->sources[i];
+    return NULL;
+}
+
+/* Runs source kernel `src` of op `d` on dev under calling convention 1.1: float32 tensors,
+ * each contiguous from element 0 (inputs that are not are copied first), then the sizes of
+ * d->launch computed from (rows_ndim, rows_shape), the shape of the op's first input. */
+static ag_status run_source(const ag_plugin_op *d, const plugin_kernels *k,
+                            const ag_plugin_kernel_source *src, ag_device dev, int n_in,
+                            ag_tensor *const *in, int n_out, ag_tensor *const *out, int rows_ndim,
+                            const int64_t *rows_shape) {
+    const ag_backend *be = ag__backend(dev.backend);
+    for (int i = 0; i < n_in + n_out; i++) {
+        const ag_tensor *t = i < n_in ? in[i] : out[i - n_in];
+        if (t->dtype != AG_F32) {
+            char desc[192];
+            return ag__error(AG_ERR_UNSUPPORTED,
+                             "%s: its %s kernel source takes float32 tensors only, but %s %d is %s",
+                             d->name, src->language, i < n_in ? "input" : "output",
+                             i < n_in ? i : i - n_in, ag__describe(t, desc, sizeof desc));
+        }
+    }
+    void *kernel = __atomic_load_n(&k->compiled[dev.backend], __ATOMIC_ACQUIRE);
+    if (!kernel) {
+        ag_status st = be->iface.build_source(src->source, src->entry, &kernel);
+        if (st != AG_OK)
+            return ag__error(st, "%s: backend '%s' could not build kernel '%s': %s", d->name,
+                             be->iface.name, src->entry, be->iface.last_error());
+        __atomic_store_n(&k->compiled[dev.backend], kernel, __ATOMIC_RELEASE);
+    }
+    ag_kernel_tensor kt[3 * AG_PLUGIN_MAX_IO + AG_PLUGIN_MAX_IO];
+    ag_tensor *copies[3 * AG_PLUGIN_MAX_IO] = {0};
+    ag_status st = AG_OK;
+    for (int i = 0; i < n_in && st == AG_OK; i++) {
+        ag_tensor *t = in[i];
+        if (!ag_is_contiguous(t) || t->offset != 0) {
+            copies[i] = ag__tensor_alloc(t->dtype, t->ndim, t->shape, dev);
+            st = copies[i] ? ag__copy_into(copies[i], t) : ag_last_status();
+            t = copies[i];
+        }
+        if (st == AG_OK) ag__kt(t, &kt[i]);
+    }
+    for (int j = 0; j < n_out; j++) ag__kt(out[j], &kt[n_in + j]);
+    int64_t sizes[2];
+    int n_sizes;
+    if (d->launch == AG_PLUGIN_LAUNCH_ROWS) {
+        sizes[1] = rows_ndim ? rows_shape[rows_ndim - 1] : 1;
+        sizes[0] = 1;
+        for (int dim = 0; dim + 1 < rows_ndim; dim++) sizes[0] *= rows_shape[dim];
+        n_sizes = 2;
+    } else {
+        sizes[0] = ag_numel(out[0]);
+        n_sizes = 1;
+    }
+    if (st == AG_OK && sizes[0] > 0 && (n_sizes == 1 || sizes[1] > 0)) {
+        static const ag_attrs no_attrs;
+        const ag_kernel_args args = {sizeof args, dev.index, n_in, n_out, kt, kt + n_in, &no_attrs};
+        st = be->iface.launch_source(kernel, &args, n_sizes, sizes, sizes[0]);
+        if (st != AG_OK)
+            st = ag__error(st, "%s: kernel '%s' on backend '%s': %s", d->name, src->entry,
+                           be->iface.name, be->iface.last_error());
+    }
+    for (int i = 0; i < n_in; i++) ag_release(copies[i]);
+    return st;
+}
+
+/* Runs one of the op's kernels on dev: the compiled source where the backend compiles one
+ * of the op's languages, else the kernel the dispatcher finds (the cpu kernel on
+ * host-memory backends). */
+static ag_status run_plugin_kernel(const ag_plugin_op *d, const plugin_kernels *k, ag_device dev,
+                                   ag_dtype key, int n_in, ag_tensor *const *in, int n_out,
+                                   ag_tensor *const *out, const ag_attrs *attrs, int rows_ndim,
+                                   const int64_t *rows_shape) {
+    const ag_plugin_kernel_source *src = source_for(k, ag__backend(dev.backend));
+    if (src) return run_source(d, k, src, dev, n_in, in, n_out, out, rows_ndim, rows_shape);
+    ag_kernel_tensor kin[3 * AG_PLUGIN_MAX_IO], kout[AG_PLUGIN_MAX_IO];
+    for (int i = 0; i < n_in; i++) ag__kt(in[i], &kin[i]);
+    for (int j = 0; j < n_out; j++) ag__kt(out[j], &kout[j]);
+    return ag__run_kernel(k->def, dev, key, n_in, kin, n_out, kout, attrs);
 }
 
 /* ---- forward ---- */
@@ -122,19 +224,18 @@ static ag_status plugin_forward(ag_op_ctx *ctx) {
                    ? st
                    : ag__error(st, "%s: the shape rule failed without a message", d->name);
     ag_device dev = ctx->inputs[0]->storage->device;
-    ag_kernel_tensor kin[AG_PLUGIN_MAX_IO], kout[AG_PLUGIN_MAX_IO];
-    for (int i = 0; i < d->n_inputs; i++) ag__kt(ctx->inputs[i], &kin[i]);
     for (int j = 0; j < d->n_outputs && st == AG_OK; j++) {
         const ag_tensor_meta *m = &out_meta[j];
         ctx->outputs[j] = ag__tensor_alloc(m->dtype, m->ndim, m->shape, dev);
         if (!ctx->outputs[j])
             st = ag__error(ag_last_status(), "%s: output %d: %s", d->name, j, ag_last_error());
-        else
-            ag__kt(ctx->outputs[j], &kout[j]);
     }
+    plugin_def *p = plugin_of(ctx->op);
+    const plugin_kernels k = {&p->def, d->sources, d->n_sources, p->compiled_forward};
     if (st == AG_OK)
-        st = ag__run_kernel((ag_op_def *)ctx->op, dev, ctx->inputs[0]->dtype, d->n_inputs, kin,
-                            d->n_outputs, kout, ctx->attrs);
+        st = run_plugin_kernel(d, &k, dev, ctx->inputs[0]->dtype, d->n_inputs, ctx->inputs,
+                               d->n_outputs, ctx->outputs, ctx->attrs, in_meta[0].ndim,
+                               in_meta[0].shape);
     for (int i = 0; i < d->n_inputs && st == AG_OK; i++)
         if (d->mutated_inputs >> i & 1) ag__bump_version(ctx->inputs[i]);
     if (st != AG_OK)
@@ -169,13 +270,13 @@ static ag_status composed_backward(ag_backward_ctx *ctx) {
 static ag_status kernel_backward(ag_backward_ctx *ctx) {
     plugin_def *p = plugin_of(ctx->node->op);
     const ag_plugin_op *d = &p->decl;
-    ag_kernel_tensor kin[3 * AG_PLUGIN_MAX_IO], kout[AG_PLUGIN_MAX_IO];
+    ag_tensor *kin[3 * AG_PLUGIN_MAX_IO], *kout[AG_PLUGIN_MAX_IO];
     int n_kin = 0, n_kout = 0;
-    for (int j = 0; j < d->n_outputs; j++) ag__kt(ctx->grad_outputs[j], &kin[n_kin++]);
+    for (int j = 0; j < d->n_outputs; j++) kin[n_kin++] = ctx->grad_outputs[j];
     for (int i = 0; i < d->n_inputs; i++)
-        if (d->save_inputs >> i & 1) ag__kt(ag__saved(ctx, i), &kin[n_kin++]);
+        if (d->save_inputs >> i & 1) kin[n_kin++] = ag__saved(ctx, i);
     for (int j = 0; j < d->n_outputs; j++)
-        if (d->save_outputs >> j & 1) ag__kt(ag__saved_output(ctx, j), &kin[n_kin++]);
+        if (d->save_outputs >> j & 1) kin[n_kin++] = ag__saved_output(ctx, j);
     ag_tensor *grads[AG_PLUGIN_MAX_IO] = {0};
     ag_device dev = ctx->grad_outputs[0]->storage->device;
     ag_status st = AG_OK;
@@ -187,11 +288,14 @@ static ag_status kernel_backward(ag_backward_ctx *ctx) {
         if (!grads[i])
             st = ag_last_status();
         else
-            ag__kt(grads[i], &kout[n_kout++]);
+            kout[n_kout++] = grads[i];
     }
+    const plugin_kernels k = {&p->backward_def, d->backward_sources, d->n_backward_sources,
+                              p->compiled_backward};
+    const ag_meta *rows = ag__bw_in_meta(ctx, 0);
     if (st == AG_OK)
-        st = ag__run_kernel(&p->backward_def, dev, ctx->grad_outputs[0]->dtype, n_kin, kin, n_kout,
-                            kout, ag__bw_attrs(ctx));
+        st = run_plugin_kernel(d, &k, dev, ctx->grad_outputs[0]->dtype, n_kin, kin, n_kout, kout,
+                               ag__bw_attrs(ctx), rows->ndim, rows->shape);
     for (int i = 0; i < d->n_inputs && st == AG_OK; i++)
         if (ag__needs_grad(ctx, i)) ctx->grad_inputs[i] = grads[i];
     return st;

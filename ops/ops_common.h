@@ -18,9 +18,6 @@ ag_tensor *ag__sum_to_input(const ag_backward_ctx *ctx, int i, ag_tensor *t);
 ag_tensor *ag__scalar_like(const ag_tensor *t, double value);
 /* Writes value into every element of t (any strides), outside the graph. */
 ag_status ag__fill(ag_tensor *t, double value);
-/* Writes src (broadcast to dst's shape, converted to dst's dtype) into dst's elements,
- * whatever dst's strides, outside the graph. */
-ag_status ag__copy_into(ag_tensor *dst, ag_tensor *src);
 /* Registers every op of the given table; used by each op file's register function. */
 ag_status ag__register_all(ag_op_def *const *ops, int n);
 

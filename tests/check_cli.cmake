@@ -46,3 +46,11 @@ if(TARGET ag_backend_opencl)
                        TIMEOUT 3600
                        SKIP_REGULAR_EXPRESSION "no OpenCL (platform|device)")
 endif()
+
+# The same on the CUDA backend, where it is built; skipped without a GPU ("no CUDA device").
+if(TARGET ag_backend_cuda)
+  add_test(NAME check_cuda COMMAND ag_cli check --backend cuda)
+  set_tests_properties(check_cuda PROPERTIES ENVIRONMENT "AG_PLUGINS="
+                       TIMEOUT 1800
+                       SKIP_REGULAR_EXPRESSION "no CUDA device")
+endif()

@@ -18,6 +18,9 @@
 #include "internal.h"
 #include "test_util.h"
 
+/* "major.minor" of the plugin ABI this libag uses, as messages print it. */
+#define PLUGIN_ABI AG_TEST_STR(AG_PLUGIN_ABI_MAJOR) "." AG_TEST_STR(AG_PLUGIN_ABI_MINOR)
+
 /* From CMake: AG_TEST_PLUGINS, AG_TEST_CLI. */
 
 static char tmp[64]; /* per-test temporary directory */
@@ -168,8 +171,8 @@ START_TEST(broken_plugins_are_refused) {
     } cases[] = {
         {"noentry", AG_ERR_BACKEND_LOAD, "no symbol ag_plugin_entry (not an ag plugin?)"},
         {"nullinfo", AG_ERR_BACKEND_LOAD,
-         "ag_plugin_entry returned no info (it refuses plugin ABI 1.0)"},
-        {"badmajor", AG_ERR_ABI, "built for plugin ABI 99.3, but this libag uses ABI 1.0"},
+         "ag_plugin_entry returned no info (it refuses plugin ABI " PLUGIN_ABI ")"},
+        {"badmajor", AG_ERR_ABI, "built for plugin ABI 99.3, but this libag uses ABI " PLUGIN_ABI},
         {"smallinfo", AG_ERR_BACKEND_LOAD, "its info has struct_size 4, less than the "},
         {"noinit", AG_ERR_BACKEND_LOAD, "its info lacks a name, a version or an init function"},
         {"initfail", AG_ERR_BACKEND_LOAD,

@@ -17,6 +17,10 @@
 #include <sys/wait.h>
 #include "ag/ag.h"
 
+/* A macro's value as a string literal: AG_TEST_STR(AG_BACKEND_ABI_MINOR) is "1". */
+#define AG_TEST_STR(x)  AG_TEST_STR_(x)
+#define AG_TEST_STR_(x) #x
+
 /* A shape literal: TU_SHAPE(2, 3). A 0-dim tensor takes ndim 0 and a NULL shape. */
 #define TU_SHAPE(...) ((const int64_t[]){__VA_ARGS__})
 /* A values literal: TU_VALUES(1, 2.5, -3). */

@@ -7,17 +7,16 @@
  * class sizes: reserved = in_use + cached. One mutex guards the lists and statistics; the
  * system allocator is called outside it. */
 #include "cpu_internal.h"
+#include "../common/kernel_util.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define ALIGNMENT     64
-#define SMALL_LIMIT   1024 /* classes up to here step by ALIGNMENT */
-#define SMALL_CLASSES (SMALL_LIMIT / ALIGNMENT)
-#define MAX_BYTES     (SIZE_MAX / 2) /* larger requests cannot be rounded up */
-#define MAX_LOG2      62             /* highest power of two a class lies above */
-#define NUM_CLASSES   (SMALL_CLASSES + (MAX_LOG2 - 9) * 4)
+#define ALIGNMENT   64
+#define SMALL_LOG2  10             /* classes up to 1 KiB step by ALIGNMENT */
+#define MAX_BYTES   (SIZE_MAX / 2) /* larger requests cannot be rounded up */
+#define NUM_CLASSES AG_SIZE_CLASS_COUNT(ALIGNMENT, SMALL_LOG2)
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static void *g_free_list[NUM_CLASSES]; /* cached buffers per class, linked through word 0 */
@@ -25,16 +24,7 @@ static ag_memory_stats g_stats;
 
 /* Class index of a request of `bytes` (<= MAX_BYTES); its rounded size goes to *size. */
 static int size_class(size_t bytes, size_t *size) {
-    if (bytes <= SMALL_LIMIT) {
-        const size_t k = bytes == 0 ? 1 : (bytes + ALIGNMENT - 1) / ALIGNMENT;
-        *size = k * ALIGNMENT;
-        return (int)k - 1;
-    }
-    const int p = 63 - __builtin_clzll((unsigned long long)(bytes - 1)); /* 2^p < bytes */
-    const size_t low = (size_t)1 << p, step = low / 4;
-    const size_t k = (bytes - low + step - 1) / step; /* 1..4 */
-    *size = low + k * step;
-    return SMALL_CLASSES + (p - 10) * 4 + (int)k - 1;
+    return ag_size_class(bytes, ALIGNMENT, SMALL_LOG2, size);
 }
 
 /* Takes every cached buffer off the free lists (g_lock held) and returns them as one list,

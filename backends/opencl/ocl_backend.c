@@ -237,6 +237,7 @@ void ocl_exit_guard_settle(void) {
 
 static void ocl_shutdown(void) {
     finish_queues(); /* kernels still queued use the programs and buffers released below */
+    ocl_source_shutdown();
     ocl_program_shutdown();
     ocl_memory_shutdown();
     release_devices();
@@ -316,35 +317,16 @@ static bool any_fp64(void) {
 }
 
 static ag_status ocl_get_kernel(const char *kernel, ag_dtype dtype, ag_kernel_fn *out) {
-    if (!kernel || !out)
-        return ocl_fail(AG_ERR_INVALID_ARG, "opencl: get_kernel with a NULL pointer");
-    for (size_t t = 0; t < sizeof g_tables / sizeof g_tables[0]; t++) {
-        for (const ocl_kernel_entry *e = g_tables[t]; e->name; e++) {
-            if (strcmp(e->name, kernel) != 0) continue;
-            if ((unsigned)dtype >= 32 || !(e->dtypes & (1u << dtype))) {
-                char have[64] = ""; /* dtypes the kernel exists for, to explain the miss */
-                size_t used = 0;
-                for (int k = 0; k < AG_DTYPE_COUNT; k++)
-                    if (e->dtypes & (1u << k) && used < sizeof have)
-                        used += (size_t)snprintf(have + used, sizeof have - used, "%s%s",
-                                                 used ? ", " : "", ag_dtype_name((ag_dtype)k));
-                return ocl_fail(AG_ERR_UNSUPPORTED,
-                                "opencl backend has no kernel '%s' for %s (it has %s)", kernel,
-                                ag_dtype_name(dtype), used ? have : "none");
-            }
-            /* A device without fp64 also refuses at build time (ocl_kernel_get); here the
-             * whole backend refuses when no device could run it. */
-            if (dtype == AG_F64 && !any_fp64())
-                return ocl_fail(AG_ERR_UNSUPPORTED,
-                                "opencl backend has no kernel '%s' for float64: no device has "
-                                "cl_khr_fp64 (device 0: %s)",
-                                kernel, g_device_count ? g_devices[0].name : "none");
-            *out = e->fn;
-            return AG_OK;
-        }
-    }
-    return ocl_fail(AG_ERR_UNSUPPORTED, "opencl backend has no kernel '%s' for %s", kernel,
-                    ag_dtype_name(dtype));
+    const ag_status st = ag_kt_find_kernel(g_tables, (int)(sizeof g_tables / sizeof g_tables[0]),
+                                           "opencl", kernel, dtype, out, ocl_fail);
+    /* A device without fp64 also refuses at build time (ocl_kernel_get); here the whole
+     * backend refuses when no device could run it. */
+    if (st == AG_OK && dtype == AG_F64 && !any_fp64())
+        return ocl_fail(AG_ERR_UNSUPPORTED,
+                        "opencl backend has no kernel '%s' for float64: no device has "
+                        "cl_khr_fp64 (device 0: %s)",
+                        kernel, g_device_count ? g_devices[0].name : "none");
+    return st;
 }
 
 static void *ocl_get_proc_address(const char *name) {
@@ -373,6 +355,9 @@ static const ag_backend_iface g_iface = {
     .memory_stats = ocl_memory_stats,
     .empty_cache = ocl_empty_cache,
     .get_proc_address = ocl_get_proc_address,
+    .source_language = "opencl",
+    .build_source = ocl_build_source,
+    .launch_source = ocl_launch_source,
 };
 
 /* The backend's one exported symbol: returns its function table whatever the host's

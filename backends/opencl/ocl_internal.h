@@ -4,6 +4,7 @@
  * ocl_memory.c (caching allocator, copies, synchronisation), ocl_program.c (building
  * OpenCL C programs per device and dtype, in-memory and on-disk cache, build logs),
  * ocl_launch.c (setting kernel arguments from ag_kernel_tensor views and enqueueing),
+ * ocl_source.c (plugin kernels given as OpenCL C source),
  * ocl_kernels_*.c (one C entry per kernel name of docs/kernels.md, each launching the
  * OpenCL C kernels of kernels/<stem>.cl). */
 #ifndef AG_OCL_INTERNAL_H
@@ -13,6 +14,7 @@
 #include <CL/cl.h>
 #include <stdbool.h>
 #include "ag/backend.h"
+#include "../common/kernel_util.h"
 
 /* ---- errors (ocl_backend.c) ---- */
 
@@ -83,8 +85,22 @@ ag_status ocl_kernel_get(int device, const char *source, ag_dtype dtype, const c
 /* Builds `source` for float32 on `device` (program cache included) and creates kernel
  * `kernel_name`; the "ocl_build_test" extra of get_proc_address, for tests of build errors. */
 ag_status ocl_build_test(int device, const char *source, const char *kernel_name);
+/* Builds a plugin's `source` exactly as given (no common.cl, no defines) on `device` and
+ * creates kernel `entry`, to report build errors at build_source time. */
+ag_status ocl_source_build(int device, const char *source, const char *entry);
+/* ocl_kernel_get for a plugin source built as given; cached per thread the same way. */
+ag_status ocl_source_kernel_get(int device, const char *source, const char *entry, cl_kernel *out);
 /* Releases every cached program and kernel (shutdown). */
 void ocl_program_shutdown(void);
+
+/* ---- plugin source kernels (ocl_source.c) ---- */
+
+/* Backend ABI 1.1 slots for kernels given as OpenCL C source (include/ag/backend.h). */
+ag_status ocl_build_source(const char *source, const char *entry, void **out);
+ag_status ocl_launch_source(void *kernel, const ag_kernel_args *args, int n_sizes,
+                            const int64_t *sizes, int64_t work_items);
+/* Forgets every handle of build_source (shutdown). */
+void ocl_source_shutdown(void);
 
 /* ---- launching (ocl_launch.c) ---- */
 
@@ -115,13 +131,9 @@ ag_status ocl_enqueue_2d(int device, cl_kernel k, const size_t global[2], const 
 
 /* ---- kernel tables (one per ocl_kernels_*.c) ---- */
 
-/* One kernel name -> entry. The entry receives the ag_kernel_args and reads the key dtype
- * from them; `dtypes` says which key dtypes exist (bits 1 << AG_F32 etc.). */
-typedef struct ocl_kernel_entry {
-    const char *name; /* kernel name from docs/kernels.md */
-    uint32_t dtypes;  /* key dtypes it supports (float64 only where the device has fp64) */
-    ag_kernel_fn fn;  /* the entry */
-} ocl_kernel_entry;
+/* One kernel name -> entry (backends/common/kernel_util.h); float64 entries exist only
+ * where some device has fp64. */
+typedef ag_kernel_entry ocl_kernel_entry;
 
 /* Each table ends with an entry whose name is NULL. */
 extern const ocl_kernel_entry

@@ -59,12 +59,6 @@ static int64_t f64_to_i64(double x) {
 
 /* ---- checks ---- */
 
-static int64_t numel_of(const ag_kernel_tensor *t) {
-    int64_t n = 1;
-    for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
-    return n;
-}
-
 /* Checks one view: ndim range, extents, buffer. */
 static ag_status check_tensor(const char *name, const ag_kernel_tensor *t, const char *role) {
     if (t->ndim < 0 || t->ndim > AG_MAX_DIMS)
@@ -74,7 +68,7 @@ static ag_status check_tensor(const char *name, const ag_kernel_tensor *t, const
         if (t->shape[d] < 0)
             return ocl_fail(AG_ERR_SHAPE, "%s: %s has negative extent %lld at dim %d", name, role,
                             (long long)t->shape[d], d);
-    if (!t->data && numel_of(t) > 0)
+    if (!t->data && ag_kt_numel(t) > 0)
         return ocl_fail(AG_ERR_INVALID_ARG, "%s: %s has no buffer", name, role);
     return AG_OK;
 }
@@ -119,40 +113,17 @@ static ag_status check_map(const ag_kernel_args *args, const char *name, int n_i
 
 /* ---- launching ---- */
 
-/* Drops extent-1 dims of the n views (one shape) and merges neighbouring dims that are
- * contiguous in every view. */
-static void coalesce(ag_kernel_tensor *t, int n) {
-    int kept = 0;
-    for (int d = 0; d < t[0].ndim; d++) {
-        const int64_t e = t[0].shape[d];
-        if (e == 1) continue;
-        bool merge = kept > 0;
-        for (int i = 0; merge && i < n; i++) merge = t[i].strides[kept - 1] == t[i].strides[d] * e;
-        for (int i = 0; i < n; i++) {
-            if (merge) {
-                t[i].shape[kept - 1] *= e;
-                t[i].strides[kept - 1] = t[i].strides[d];
-            } else {
-                t[i].shape[kept] = e;
-                t[i].strides[kept] = t[i].strides[d];
-            }
-        }
-        if (!merge) kept++;
-    }
-    for (int i = 0; i < n; i++) t[i].ndim = kept;
-}
-
 /* One launch: kernel `kernel` of the program for the output's dtype and `defines`, with the
  * output and the inputs, the element count and the scalars as arguments, in that order. */
 static ag_status launch(const ag_kernel_args *args, const char *name, const char *kernel,
                         const char *defines, const scalar_arg *scalars, int n_scalars) {
-    const int64_t n = numel_of(&args->outputs[0]);
+    const int64_t n = ag_kt_numel(&args->outputs[0]);
     if (n == 0) return AG_OK;
     ag_kernel_tensor views[4];
     const int n_views = 1 + args->n_inputs;
     views[0] = args->outputs[0];
     for (int i = 1; i < n_views; i++) views[i] = args->inputs[i - 1];
-    coalesce(views, n_views);
+    ag_kt_coalesce(views, n_views);
 
     cl_kernel k;
     ag_status st =

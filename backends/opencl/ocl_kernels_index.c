@@ -41,10 +41,10 @@ static ag_status shape_error(const ag_kernel_args *args, const char *name, int d
     size_t used = 0;
     for (int i = 0; i < args->n_inputs && used < sizeof msg; i++)
         used += (size_t)snprintf(msg + used, sizeof msg - used, "%s %s, ", g_roles[i],
-                                 ocl_shape_str(&args->inputs[i], buf, sizeof buf));
+                                 ag_kt_shape_str(&args->inputs[i], buf, sizeof buf));
     return ocl_fail(AG_ERR_SHAPE, "%s: %s shapes %soutput %s do not fit along dim %d", name,
                     ag_dtype_name(args->outputs[0].dtype), msg,
-                    ocl_shape_str(&args->outputs[0], buf, sizeof buf), dim);
+                    ag_kt_shape_str(&args->outputs[0], buf, sizeof buf), dim);
 }
 
 /* True when t has ndim dims with t.shape[d] == ref[d] (exact) or <= ref[d] (!exact), for
@@ -61,7 +61,7 @@ static bool extents_fit(const ag_kernel_tensor *t, int ndim, const int64_t *ref,
 static ag_status check_indices(const ag_kernel_args *args, const char *name,
                                const ag_kernel_tensor *index, int64_t size, int dim) {
     const int dev = args->device;
-    const int64_t count = ocl_numel(index);
+    const int64_t count = ag_kt_numel(index);
     if (count == 0) return AG_OK;
     cl_kernel k;
     ag_status st =
@@ -112,7 +112,7 @@ static ag_status run_take(const ag_kernel_args *args, const char *name, bool sel
     }
     if (!fits) return shape_error(args, name, dim);
     if ((st = check_indices(args, name, index, x->shape[dim], dim)) != AG_OK) return st;
-    const int64_t count = ocl_numel(out);
+    const int64_t count = ag_kt_numel(out);
     if (count == 0) return AG_OK;
     v[0].data = x->data;
     v[0].offset = x->offset;
@@ -123,7 +123,7 @@ static ag_status run_take(const ag_kernel_args *args, const char *name, bool sel
         v[1].strides[d] = select ? (d == dim ? index->strides[0] : 0) : index->strides[d];
     }
     const int64_t step = x->strides[dim];
-    ocl_coalesce(v, 3);
+    ag_kt_coalesce(v, 3);
     cl_kernel k;
     if ((st = ocl_kernel_get(args->device, ocl_source_index, x->dtype, NULL, "index_take", &k)) !=
         AG_OK)
@@ -136,9 +136,9 @@ static ag_status run_take(const ag_kernel_args *args, const char *name, bool sel
 /* out = self (same shape, any strides). */
 static ag_status copy_self(const ag_kernel_args *args, const char *name) {
     ag_kernel_tensor v[2] = {args->inputs[0], args->outputs[0]};
-    const int64_t count = ocl_numel(&v[0]);
+    const int64_t count = ag_kt_numel(&v[0]);
     if (count == 0) return AG_OK;
-    ocl_coalesce(v, 2);
+    ag_kt_coalesce(v, 2);
     cl_kernel k;
     ag_status st =
         ocl_kernel_get(args->device, ocl_source_index, v[0].dtype, NULL, "index_copy", &k);
@@ -185,11 +185,11 @@ static ag_status run_put_add(const ag_kernel_args *args, const char *name, bool 
         v[2].strides[d] = index_add ? 0 : index->strides[d];
         for (int i = 0; i < 3; i++) v[i].shape[d] = d == dim ? 1 : walk->shape[d];
     }
-    const int64_t ncols = ocl_numel(&v[0]);
+    const int64_t ncols = ag_kt_numel(&v[0]);
     if (ncols == 0 || len == 0) return AG_OK;
     const int64_t ostep = out->strides[dim], sstep = src->strides[dim];
     const int64_t istep = index_add ? index->strides[0] : index->strides[dim];
-    ocl_coalesce(v, 3);
+    ag_kt_coalesce(v, 3);
     cl_kernel k;
     if ((st = ocl_kernel_get(args->device, ocl_source_index, out->dtype, NULL, "index_put_add",
                              &k)) != AG_OK)

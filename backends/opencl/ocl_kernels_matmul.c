@@ -32,16 +32,16 @@ static ag_status matmul_entry(const ag_kernel_args *args) {
     if (!fits) {
         char sa[160], sb[160], so[160];
         return ocl_fail(AG_ERR_SHAPE, "matmul: %s shapes %s @ %s do not give output shape %s",
-                        ag_dtype_name(dtype), ocl_shape_str(a, sa, sizeof sa),
-                        ocl_shape_str(b, sb, sizeof sb), ocl_shape_str(out, so, sizeof so));
+                        ag_dtype_name(dtype), ag_kt_shape_str(a, sa, sizeof sa),
+                        ag_kt_shape_str(b, sb, sizeof sb), ag_kt_shape_str(out, so, sizeof so));
     }
     const int64_t m = out->shape[nd - 2], n = out->shape[nd - 1], k = a->shape[nd - 1];
     /* The batch dims of the three operands, walked together. */
     ag_kernel_tensor batch[3] = {*out, *a, *b};
     for (int i = 0; i < 3; i++) batch[i].ndim = nd - 2;
-    const int64_t nbatch = ocl_numel(&batch[0]);
+    const int64_t nbatch = ag_kt_numel(&batch[0]);
     if (nbatch == 0 || m == 0 || n == 0) return AG_OK;
-    ocl_coalesce(batch, 3);
+    ag_kt_coalesce(batch, 3);
 
     const int dev = args->device;
     cl_kernel kern = NULL;

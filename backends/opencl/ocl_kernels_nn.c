@@ -49,7 +49,7 @@ static ag_status check_shape(const char *name, const char *role, const ag_kernel
     if (fits) return AG_OK;
     char s[160];
     return ocl_fail(AG_ERR_SHAPE, "%s: %s has shape %s, expected %s", name, role,
-                    ocl_shape_str(t, s, sizeof s), what);
+                    ag_kt_shape_str(t, s, sizeof s), what);
 }
 
 /* Gets kernel `kernel` of nn.cl, sets its arguments (the last one: local scratch of one
@@ -90,7 +90,7 @@ static ag_status layer_norm(const ag_kernel_args *args) {
                         (long long)n_norm, out->ndim);
     const int lead = out->ndim - (int)n_norm;
     char want[160];
-    ocl_shape_str(out, want, sizeof want);
+    ag_kt_shape_str(out, want, sizeof want);
     if ((st = check_shape(name, "input", x, out->ndim, out->shape, want)) != AG_OK) return st;
     snprintf(want, sizeof want, "the output's last %d dims", (int)n_norm);
     /* Absent affine inputs are stand-ins for the kernel's arguments, never read. */
@@ -110,7 +110,7 @@ static ag_status layer_norm(const ag_kernel_args *args) {
             len *= out->shape[d];
     }
     if (rows * len == 0) return AG_OK;
-    for (int i = 0; i < 4; i++) ocl_coalesce(&v[i], 1); /* each view keeps its flat order */
+    for (int i = 0; i < 4; i++) ag_kt_coalesce(&v[i], 1); /* each view keeps its flat order */
     real_arg eps;
     ocl_arg a[] = {OCL_T(&v[0]), OCL_T(&v[1]), OCL_T(&v[2]),
                    OCL_T(&v[3]), OCL_V(len),   real_of(&eps, dt, args->attrs->reals[0]),
@@ -179,7 +179,7 @@ static ag_status cross_entropy(const ag_kernel_args *args) {
         v[2].strides[d] = x->strides[d + (d >= cdim)];
     }
     char want[160];
-    ocl_shape_str(&v[2], want, sizeof want);
+    ag_kt_shape_str(&v[2], want, sizeof want);
     if ((st = check_shape(name, "output", out, v[2].ndim, v[2].shape, want)) != AG_OK ||
         (st = check_shape(name, "target", &v[1], v[2].ndim, v[2].shape, want)) != AG_OK)
         return st;
@@ -187,10 +187,10 @@ static ag_status cross_entropy(const ag_kernel_args *args) {
     if (!(eps >= 0 && eps <= 1))
         return ocl_fail(AG_ERR_INVALID_ARG,
                         "%s: label_smoothing must be between 0.0 and 1.0, got %g", name, eps);
-    const int64_t positions = ocl_numel(out), classes = x->shape[cdim];
+    const int64_t positions = ag_kt_numel(out), classes = x->shape[cdim];
     const int64_t cstride = x->strides[cdim], ignore = args->attrs->ints[1];
     if (positions == 0) return AG_OK;
-    for (int i = 0; i < 3; i++) ocl_coalesce(&v[i], 1);
+    for (int i = 0; i < 3; i++) ag_kt_coalesce(&v[i], 1);
     if ((st = check_targets(args, &v[1], positions, classes, ignore)) != AG_OK) return st;
     real_arg smoothing;
     ocl_arg a[] = {OCL_T(&v[0]),

@@ -59,8 +59,8 @@ static ag_status check_update(const ag_kernel_args *args, const char *name, int 
         if (!fits) {
             char a[160], b[160];
             return ocl_fail(AG_ERR_SHAPE, "%s: %s %s has shape %s but the param has shape %s", name,
-                            ag_dtype_name(t->dtype), roles[i], ocl_shape_str(t, a, sizeof a),
-                            ocl_shape_str(param, b, sizeof b));
+                            ag_dtype_name(t->dtype), roles[i], ag_kt_shape_str(t, a, sizeof a),
+                            ag_kt_shape_str(param, b, sizeof b));
         }
     }
     for (int k = 0; k < n_in - 1; k++) {
@@ -79,14 +79,14 @@ static ag_status check_update(const ag_kernel_args *args, const char *name, int 
  * the flags. */
 static ag_status run_update(const ag_kernel_args *args, const char *kernel, int n,
                             const settings *s, int flags) {
-    const int64_t count = ocl_numel(&args->inputs[0]);
+    const int64_t count = ag_kt_numel(&args->inputs[0]);
     if (count == 0) return AG_OK;
     ag_kernel_tensor v[4];
     ocl_arg a[4 + 1 + MAX_SETTINGS + 1];
     int used = 0;
     for (int i = 0; i < (n < 3 ? 3 : n); i++) {
         v[i] = args->inputs[i < n ? i : 0];
-        ocl_coalesce(&v[i], 1); /* each view keeps its flat order */
+        ag_kt_coalesce(&v[i], 1); /* each view keeps its flat order */
         a[used++] = OCL_T(&v[i]);
     }
     a[used++] = OCL_V(count);

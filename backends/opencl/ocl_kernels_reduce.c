@@ -69,18 +69,18 @@ static ag_status run_reduce(const ag_kernel_args *args, const char *name, bool a
     if (!fits) {
         char a[160], b[160];
         return ocl_fail(AG_ERR_SHAPE, "%s: %s input of shape %s cannot reduce to output shape %s",
-                        name, ag_dtype_name(dtype), ocl_shape_str(in, a, sizeof a),
-                        ocl_shape_str(out, b, sizeof b));
+                        name, ag_dtype_name(dtype), ag_kt_shape_str(in, a, sizeof a),
+                        ag_kt_shape_str(out, b, sizeof b));
     }
-    const int64_t nout = ocl_numel(out), nred = ocl_numel(&inner);
+    const int64_t nout = ag_kt_numel(out), nred = ag_kt_numel(&inner);
     if (nout == 0) return AG_OK;
     if (nred == 0 && !empty_ok) {
         char a[160];
         return ocl_fail(AG_ERR_SHAPE, "%s: cannot reduce zero elements (%s input of shape %s)",
-                        name, ag_dtype_name(dtype), ocl_shape_str(in, a, sizeof a));
+                        name, ag_dtype_name(dtype), ag_kt_shape_str(in, a, sizeof a));
     }
-    ocl_coalesce(views, 2);
-    ocl_coalesce(&inner, 1);
+    ag_kt_coalesce(views, 2);
+    ag_kt_coalesce(&inner, 1);
 
     char kname[32], fname[40];
     snprintf(kname, sizeof kname, "reduce_%s", name);
@@ -132,12 +132,12 @@ static ag_status run_softmax(const ag_kernel_args *args, const char *name) {
     if (!fits) {
         char a[160], b[160];
         return ocl_fail(AG_ERR_SHAPE, "%s: input shape %s differs from output shape %s", name,
-                        ocl_shape_str(in, a, sizeof a), ocl_shape_str(out, b, sizeof b));
+                        ag_kt_shape_str(in, a, sizeof a), ag_kt_shape_str(out, b, sizeof b));
     }
     if ((out->ndim > 0 || dim != 0) && (dim < 0 || dim >= out->ndim))
         return ocl_fail(AG_ERR_INVALID_ARG, "%s: dim %lld is out of range for %d dims", name,
                         (long long)dim, out->ndim);
-    if (ocl_numel(out) == 0) return AG_OK;
+    if (ag_kt_numel(out) == 0) return AG_OK;
 
     /* A 0-dim tensor is a row of one element. */
     int64_t len = 1, sx = 0, so = 0;
@@ -148,8 +148,8 @@ static ag_status run_softmax(const ag_kernel_args *args, const char *name) {
         so = out->strides[dim];
         rows[0].shape[dim] = rows[1].shape[dim] = 1;
     }
-    ocl_coalesce(rows, 2);
-    const int64_t nrows = ocl_numel(&rows[0]);
+    ag_kt_coalesce(rows, 2);
+    const int64_t nrows = ag_kt_numel(&rows[0]);
     cl_kernel k;
     if ((st = ocl_kernel_get(args->device, ocl_source_reduce, dtype, NULL, name, &k)) != AG_OK)
         return st;

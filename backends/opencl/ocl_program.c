@@ -1,6 +1,7 @@
 /* Programs of the OpenCL backend: building OpenCL C per device and dtype, the in-memory
  * caches of programs and kernels, the optional on-disk cache of program binaries and
- * build logs in error messages.
+ * build logs in error messages. Besides the backend's own kernels (kernels/<stem>.cl, built after
+ * common.cl with dtype defines), plugin sources are built "bare": exactly as given.
  *
  * Two caches, both guarded by one mutex (the OpenCL runtime is called outside it):
  *  - programs, keyed by (device, hash of build options + common.cl + source): built once;
@@ -39,6 +40,7 @@ typedef struct kernel_entry {
     uint64_t hash; /* of the whole key, to skip string compares */
     int device;
     const char *source; /* by address: sources are the never-changing ocl_source_* arrays */
+    bool bare;          /* a plugin source, built as given */
     ag_dtype dtype;
     char *defines; /* copy; "" for none */
     char *name;    /* copy */
@@ -102,15 +104,16 @@ static void build_log(cl_program program, const ocl_device *d, char *buf, size_t
     free(log);
 }
 
-/* Builds `source` (after common.cl) with `options` on device; `label` names the kernel in
- * messages. */
-static ag_status build_from_source(int device, const char *source, const char *options,
+/* Builds `source` (after common.cl unless bare) with `options` on device; `label` names the
+ * kernel in messages. */
+static ag_status build_from_source(int device, const char *source, bool bare, const char *options,
                                    const char *label, ag_dtype dtype, cl_program *out) {
     const ocl_device *d = ocl_device_at(device);
     /* #line 1 makes the build log's line numbers those of the kernel file. */
     const char *parts[] = {ocl_source_common, "\n#line 1\n", source};
     cl_int err;
-    cl_program program = clCreateProgramWithSource(d->context, 3, parts, NULL, &err);
+    cl_program program = bare ? clCreateProgramWithSource(d->context, 1, &source, NULL, &err)
+                              : clCreateProgramWithSource(d->context, 3, parts, NULL, &err);
     if (err != CL_SUCCESS) return ocl_check(err, "clCreateProgramWithSource");
     err = clBuildProgram(program, 1, &d->id, options, NULL, NULL);
     if (err != CL_SUCCESS) {
@@ -246,8 +249,9 @@ static void cache_store(cl_program program, const char *path, uint64_t key) {
 
 /* ---- program cache ---- */
 
-/* The program of `source` for (device, dtype, extra defines), built or from the caches. */
-static ag_status program_get(int device, const char *source, ag_dtype dtype,
+/* The program of `source` for (device, dtype, extra defines), built or from the caches; a
+ * bare source gets neither common.cl nor defines. */
+static ag_status program_get(int device, const char *source, bool bare, ag_dtype dtype,
                              const char *extra_defines, const char *label, cl_program *out) {
     const ocl_device *d = ocl_device_at(device);
     if (!d)
@@ -263,12 +267,13 @@ static ag_status program_get(int device, const char *source, ag_dtype dtype,
                         "cl_khr_fp64",
                         label, device, d->name);
     char options[512];
-    const int n = snprintf(options, sizeof options, "-cl-std=CL1.2 -D T=%s -D T_ID=%d %s", type,
-                           (int)dtype, extra_defines ? extra_defines : "");
+    const int n = bare ? snprintf(options, sizeof options, "-cl-std=CL1.2")
+                       : snprintf(options, sizeof options, "-cl-std=CL1.2 -D T=%s -D T_ID=%d %s",
+                                  type, (int)dtype, extra_defines ? extra_defines : "");
     if (n < 0 || (size_t)n >= sizeof options)
         return ocl_fail(AG_ERR_INVALID_ARG, "opencl: build options of kernel '%s' too long", label);
     uint64_t hash = fnv_str(FNV_BASIS, options);
-    hash = fnv_str(hash, ocl_source_common);
+    hash = fnv_str(hash, bare ? "" : ocl_source_common);
     hash = fnv_str(hash, source);
 
     pthread_mutex_lock(&g_lock);
@@ -286,7 +291,8 @@ static ag_status program_get(int device, const char *source, ag_dtype dtype,
     const uint64_t key = fnv_u64(device_identity(d), hash);
     const bool disk = cache_path(key, path, sizeof path);
     if (!disk || !cache_load(d, path, key, options, &program)) {
-        const ag_status st = build_from_source(device, source, options, label, dtype, &program);
+        const ag_status st =
+            build_from_source(device, source, bare, options, label, dtype, &program);
         if (st != AG_OK) return st;
         if (disk) cache_store(program, path, key);
     }
@@ -330,30 +336,32 @@ static ag_status create_kernel(cl_program program, const char *name, int device,
 /* ---- kernel cache ---- */
 
 /* Hash of a kernel cache key. */
-static uint64_t kernel_key(int device, const char *source, ag_dtype dtype, const char *defines,
-                           const char *name, pthread_t thread) {
+static uint64_t kernel_key(int device, const char *source, bool bare, ag_dtype dtype,
+                           const char *defines, const char *name, pthread_t thread) {
     uint64_t h = fnv_u64(FNV_BASIS, (uint64_t)device);
     h = fnv_u64(h, (uint64_t)(uintptr_t)source);
+    h = fnv_u64(h, (uint64_t)bare);
     h = fnv_u64(h, (uint64_t)dtype);
     h = fnv_str(h, defines);
     h = fnv_str(h, name);
     return fnv(h, &thread, sizeof thread);
 }
 
-ag_status ocl_kernel_get(int device, const char *source, ag_dtype dtype, const char *extra_defines,
-                         const char *kernel_name, cl_kernel *out) {
+/* ocl_kernel_get, and ocl_source_kernel_get when bare. */
+static ag_status kernel_get(int device, const char *source, bool bare, ag_dtype dtype,
+                            const char *extra_defines, const char *kernel_name, cl_kernel *out) {
     if (!source || !kernel_name || !out)
         return ocl_fail(AG_ERR_INVALID_ARG, "opencl: ocl_kernel_get with a NULL pointer");
     const char *defines = extra_defines ? extra_defines : "";
     const pthread_t self = pthread_self();
-    const uint64_t hash = kernel_key(device, source, dtype, defines, kernel_name, self);
+    const uint64_t hash = kernel_key(device, source, bare, dtype, defines, kernel_name, self);
     kernel_entry **bucket = &g_kernels[hash % KERNEL_BUCKETS];
 
     pthread_mutex_lock(&g_lock);
     for (const kernel_entry *e = *bucket; e; e = e->next) {
-        if (e->hash == hash && e->device == device && e->source == source && e->dtype == dtype &&
-            pthread_equal(e->thread, self) && strcmp(e->defines, defines) == 0 &&
-            strcmp(e->name, kernel_name) == 0) {
+        if (e->hash == hash && e->device == device && e->source == source && e->bare == bare &&
+            e->dtype == dtype && pthread_equal(e->thread, self) &&
+            strcmp(e->defines, defines) == 0 && strcmp(e->name, kernel_name) == 0) {
             *out = e->kernel;
             pthread_mutex_unlock(&g_lock);
             return AG_OK;
@@ -363,7 +371,7 @@ ag_status ocl_kernel_get(int device, const char *source, ag_dtype dtype, const c
 
     /* Only this thread adds entries with its own key: no other can race to add this one. */
     cl_program program;
-    ag_status st = program_get(device, source, dtype, defines, kernel_name, &program);
+    ag_status st = program_get(device, source, bare, dtype, defines, kernel_name, &program);
     cl_kernel kernel = NULL;
     if (st == AG_OK) st = create_kernel(program, kernel_name, device, &kernel);
     if (st != AG_OK) return st;
@@ -385,6 +393,7 @@ ag_status ocl_kernel_get(int device, const char *source, ag_dtype dtype, const c
     e->hash = hash;
     e->device = device;
     e->source = source;
+    e->bare = bare;
     e->dtype = dtype;
     e->thread = self;
     e->kernel = kernel;
@@ -396,15 +405,33 @@ ag_status ocl_kernel_get(int device, const char *source, ag_dtype dtype, const c
     return AG_OK;
 }
 
-ag_status ocl_build_test(int device, const char *source, const char *kernel_name) {
+ag_status ocl_kernel_get(int device, const char *source, ag_dtype dtype, const char *extra_defines,
+                         const char *kernel_name, cl_kernel *out) {
+    return kernel_get(device, source, false, dtype, extra_defines, kernel_name, out);
+}
+
+ag_status ocl_source_kernel_get(int device, const char *source, const char *entry, cl_kernel *out) {
+    return kernel_get(device, source, true, AG_F32, NULL, entry, out);
+}
+
+/* Builds source (bare or not) on device and creates kernel_name to see that it exists. */
+static ag_status build_check(int device, const char *source, bool bare, const char *kernel_name) {
     if (!source || !kernel_name)
-        return ocl_fail(AG_ERR_INVALID_ARG, "opencl: ocl_build_test with a NULL pointer");
+        return ocl_fail(AG_ERR_INVALID_ARG, "opencl: building a kernel with a NULL pointer");
     cl_program program;
-    ag_status st = program_get(device, source, AG_F32, NULL, kernel_name, &program);
+    ag_status st = program_get(device, source, bare, AG_F32, NULL, kernel_name, &program);
     cl_kernel kernel = NULL;
     if (st == AG_OK) st = create_kernel(program, kernel_name, device, &kernel);
     if (kernel) clReleaseKernel(kernel);
     return st;
+}
+
+ag_status ocl_build_test(int device, const char *source, const char *kernel_name) {
+    return build_check(device, source, false, kernel_name);
+}
+
+ag_status ocl_source_build(int device, const char *source, const char *entry) {
+    return build_check(device, source, true, entry);
 }
 
 void ocl_program_shutdown(void) {

@@ -24,7 +24,7 @@ extern "C" {
 
 /* The backend ABI version this header describes. */
 #define AG_BACKEND_ABI_MAJOR 1
-#define AG_BACKEND_ABI_MINOR 0
+#define AG_BACKEND_ABI_MINOR 1
 
 /* Name of the one symbol every backend library exports. */
 #define AG_BACKEND_ENTRY_SYMBOL "ag_backend_entry"
@@ -126,6 +126,23 @@ typedef struct ag_backend_iface {
      * "cpu_get_num_threads" (int (*)(void)). Any backend whose buffers are host pointers
      * returns non-NULL for "ag_host_memory": plugins' cpu kernels then run on it. */
     void *(*get_proc_address)(const char *name);
+
+    /* ---- ABI 1.1: kernels given as source code (plugins' ag_plugin_kernel_source) ---- */
+
+    /* Language of the kernel sources this backend compiles at run time: "opencl" (OpenCL C),
+     * "cuda" (CUDA C through NVRTC), or NULL when it compiles none. */
+    const char *source_language;
+    /* Compiles kernel function `entry` of `source` for the backend's devices; *out receives
+     * a handle that stays valid until shutdown. Compiling again the same (source, entry)
+     * returns the same handle from the backend's cache. A compile error is AG_ERR_INTERNAL
+     * with the compiler's log in last_error(). */
+    ag_status (*build_source)(const char *source, const char *entry, void **out);
+    /* Runs a kernel from build_source on args->device. The kernel's arguments are the
+     * buffer of each input, then of each output (every tensor contiguous and starting at
+     * element 0), then the n_sizes 64-bit integers of sizes. It runs one work item (thread)
+     * per index in [0, work_items); the kernel ignores indices beyond its own count. */
+    ag_status (*launch_source)(void *kernel, const ag_kernel_args *args, int n_sizes,
+                               const int64_t *sizes, int64_t work_items);
 } ag_backend_iface;
 
 /* Type of the entry symbol. Receives the host's ABI version; returns the backend's table

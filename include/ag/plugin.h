@@ -26,7 +26,7 @@ extern "C" {
 
 /* The plugin ABI version this header describes. */
 #define AG_PLUGIN_ABI_MAJOR 1
-#define AG_PLUGIN_ABI_MINOR 0
+#define AG_PLUGIN_ABI_MINOR 1
 
 /* Name of the one symbol every plugin exports. */
 #define AG_PLUGIN_ENTRY_SYMBOL "ag_plugin_entry"
@@ -68,16 +68,27 @@ typedef struct ag_plugin_backward_ctx {
 /* A composed backward, written with ag ops. */
 typedef ag_status (*ag_plugin_backward_fn)(ag_plugin_backward_ctx *ctx);
 
-/* A kernel as source code for a backend that compiles at run time. Calling convention
- * (version 1.0, until the OpenCL and CUDA backends extend it): float32 tensors, contiguous,
- * one buffer argument per kernel tensor in kernel order (inputs, then outputs), each
- * starting at element 0, followed by the int64 sizes the op documents (e.g. n, or rows and
- * cols); the launch covers one work item per element or per row, as the op documents. */
+/* A kernel as source code for a backend that compiles at run time (a backend whose
+ * source_language matches `language`: OpenCL C on the opencl backend, CUDA C through NVRTC
+ * on the cuda backend). Calling convention 1.1: every tensor is float32 (other dtypes give
+ * AG_ERR_UNSUPPORTED on such backends), contiguous and passed as one buffer argument
+ * starting at element 0, in kernel order (inputs, then outputs: for a backward kernel the
+ * order of backward_cpu_kernel's arguments); then the int64 sizes that ag_plugin_op.launch
+ * selects; one work item per element or per row as it says. */
 typedef struct ag_plugin_kernel_source {
     const char *language; /* "opencl" (OpenCL C, clBuildProgram) or "cuda" (CUDA C, NVRTC) */
     const char *source;   /* the program text */
-    const char *entry;    /* name of the kernel function in it */
+    const char *entry;    /* name of the kernel function in it (extern "C" for CUDA) */
 } ag_plugin_kernel_source;
+
+/* How source kernels are launched (ag_plugin_op.launch). */
+typedef enum ag_plugin_launch {
+    /* Sizes (n): n = elements of the kernel's first output; one work item per element. */
+    AG_PLUGIN_LAUNCH_ELEMENTS = 0,
+    /* Sizes (rows, cols) of the op's first input: cols its last extent (1 when 0-dim), rows
+     * its element count / cols; one work item per row. The same sizes in backward. */
+    AG_PLUGIN_LAUNCH_ROWS = 1,
+} ag_plugin_launch;
 
 /* Sample inputs for `ag check`: shapes and dtypes, a value range, attributes. */
 typedef struct ag_plugin_sample {
@@ -127,6 +138,8 @@ typedef struct ag_plugin_op {
     const ag_plugin_sample *samples; /* sample inputs for `ag check` (may be NULL) */
     int n_samples;                   /* entries in samples */
     void *user;                      /* passed back in ag_plugin_backward_ctx */
+    /* ---- plugin ABI 1.1 ---- */
+    ag_plugin_launch launch; /* how sources and backward_sources run (ELEMENTS if older) */
 } ag_plugin_op;
 
 /* Opaque handle of one plugin's registration transaction. */

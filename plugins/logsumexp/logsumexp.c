@@ -97,9 +97,9 @@ static ag_status logsumexp_shape(int n_inputs, const ag_tensor_meta *inputs, con
     return AG_OK;
 }
 
-/* Source kernels, float32 only, contiguous row-major buffers, one work item / thread per
- * row. The ABI does not fix their arguments yet; these take the buffers in kernel order
- * (inputs, then outputs; element 0 at the pointer), then rows and cols. */
+/* Source kernels (calling convention 1.1, AG_PLUGIN_LAUNCH_ROWS): float32, contiguous
+ * row-major buffers in kernel order (inputs, then outputs; element 0 at the pointer), then
+ * rows and cols of x; one work item / thread per row. */
 #define LSE_KERNELS                                                                                \
     "KERNEL void logsumexp_f32(GLOBAL const float *x, GLOBAL float *lse, GLOBAL float *mx,\n"      \
     "                          INDEX rows, INDEX cols) {\n"                                        \
@@ -165,6 +165,7 @@ static const ag_plugin_op lse_op = {
     .flags = AG_PLUGIN_ONCE_DIFFERENTIABLE,
     .samples = lse_samples,
     .n_samples = sizeof lse_samples / sizeof lse_samples[0],
+    .launch = AG_PLUGIN_LAUNCH_ROWS,
 };
 
 /* Keeps the error reporter and registers the one op. */

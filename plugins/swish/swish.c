@@ -39,9 +39,9 @@ static ag_status swish_backward(ag_plugin_backward_ctx *ctx) {
     return ctx->grad_inputs[0] ? AG_OK : ag_last_status();
 }
 
-/* Source kernels, float32 only, contiguous buffers. The ABI does not fix their arguments
- * yet; this takes the input's and the output's buffers (element 0 at the pointer), then
- * the element count, and runs one work item / thread per element. */
+/* Source kernels (calling convention 1.1, AG_PLUGIN_LAUNCH_ELEMENTS, the default): float32,
+ * the input's and the output's contiguous buffers (element 0 at the pointer), then the
+ * element count; one work item / thread per element. */
 #define SWISH_KERNEL                                                                               \
     "KERNEL void swish_f32(GLOBAL const float *x, GLOBAL float *y, INDEX n) {\n"                   \
     "    INDEX i = THREAD_INDEX;\n"                                                                \
