@@ -6,6 +6,14 @@ target_compile_definitions(test_plugins PRIVATE
   AG_TEST_LSE_PLUGIN="$<TARGET_FILE:ag_op_logsumexp>")
 add_dependencies(test_plugins ag_op_swish ag_op_logsumexp)
 
+# Plugin kernels given as source, on every backend (compiled by opencl and cuda).
+ag_add_backend_test(source_kernels ${CMAKE_CURRENT_LIST_DIR}/test_source_kernels.c)
+target_compile_definitions(test_source_kernels PRIVATE
+  AG_TEST_SWISH_PLUGIN="$<TARGET_FILE:ag_op_swish>"
+  AG_TEST_LSE_PLUGIN="$<TARGET_FILE:ag_op_logsumexp>"
+  AG_TEST_PLUGINS="${AG_PLUGIN_FIXTURES_DIR}")
+add_dependencies(test_source_kernels ag_op_swish ag_op_logsumexp ag_plugin_fixture_badsource)
+
 # No silent CPU fallback on other backends, and the AG_CPU_FALLBACK=1 switch.
 if(AG_TEST_BACKENDS)
   add_executable(test_cpu_fallback ${CMAKE_CURRENT_LIST_DIR}/test_cpu_fallback.c)
