@@ -112,6 +112,17 @@ static void cu_shutdown(void) {
     release_devices();
 }
 
+/* libag calls shutdown from its destructor, which runs after the exit handlers, and the
+ * CUDA runtime tears itself down in an exit handler of its own: freeing buffers, cuBLAS
+ * handles and libraries after that may crash. So init registers shutdown as an exit
+ * handler too, once, after the runtime's first call registered the runtime's handler:
+ * handlers run in reverse order, so ours runs first. The library is never unmapped
+ * (-z nodelete), so the handler stays valid; shutdown twice is harmless. */
+static void register_exit_shutdown(void) {
+    static bool registered;
+    if (!registered) registered = atexit(cu_shutdown) == 0;
+}
+
 static ag_status cu_init(void) {
     cu_shutdown(); /* init may run again in one process (docs/backends.md) */
     int n = 0;
@@ -138,6 +149,7 @@ static ag_status cu_init(void) {
                            why);
         }
     }
+    register_exit_shutdown();
     return AG_OK;
 }
 
