@@ -21,7 +21,8 @@ set(ag_plugin_fixtures
   badschema:badschema:SCHEMA
   noshape:noshape:NO_SHAPE
   smallop:smallop:SMALL_OP
-  badsource:badsource:BAD_SOURCE) # loads; its sources fail to build (test_source_kernels)
+  badsource:badsource:BAD_SOURCE # loads; its sources fail to build (test_source_kernels)
+  minor10:minor10:MINOR_1_0) # a good plugin built for plugin ABI 1.0
 foreach(fixture IN LISTS ag_plugin_fixtures)
   string(REPLACE ":" ";" fixture ${fixture})
   list(GET fixture 0 variant)

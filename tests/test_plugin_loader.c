@@ -108,6 +108,21 @@ START_TEST(good_plugin_op_runs) {
 }
 END_TEST
 
+START_TEST(plugin_of_an_older_minor_loads) {
+    /* Its ops end before the 1.1 fields (launch): the host reads them as defaults. */
+    char msg[512] = "";
+    ck_assert_msg(ag_plugin_load(fixture("minor10")) == AG_OK, "%s", ag_last_error());
+    const ag_op *op = ag_op_find("minor10::scale");
+    ck_assert_ptr_nonnull(op);
+    ck_assert_int_eq(ag_op_plugin_decl(op)->launch, AG_PLUGIN_LAUNCH_ELEMENTS);
+    ag_attrs attrs = {.ints = {2}};
+    ag_tensor *x = tu_tensor(AG_F32, 1, TU_SHAPE(2), TU_VALUES(1.5, -4));
+    ck_assert_msg(tu_values_are(ag_op_call1(op, 1, &x, &attrs), 1, TU_SHAPE(2), TU_VALUES(3, -8), 0,
+                                0, msg, sizeof msg, NULL),
+                  "%s", msg);
+}
+END_TEST
+
 /* fixture::scale with factor -2, for gradcheck. */
 static ag_tensor *scale_by_minus_two(ag_tensor *const *inputs, void *op) {
     ag_attrs attrs = {.ints = {-2}};
@@ -350,6 +365,7 @@ int main(void) {
     tcase_add_test(loader, good_plugin_loads_and_is_described);
     tcase_add_test(loader, good_plugin_op_runs);
     tcase_add_test(loader, good_plugin_op_passes_gradcheck);
+    tcase_add_test(loader, plugin_of_an_older_minor_loads);
     tcase_add_test(loader, loading_twice_is_a_no_op);
     tcase_add_test(loader, broken_plugins_are_refused);
     tcase_add_test(loader, non_library_missing_file_and_null_are_refused);
