@@ -1,10 +1,12 @@
 /* Host-side helpers every backend shares (cpu, opencl, cuda): facts about kernel tensor
- * views, the argument checks of a kernel call, coalescing of views that walk one shape, and
- * the size classes of the caching allocators. Header-only (static inline) so that each
- * backend library stays self-contained; it compiles as C11 and as C++ (nvcc). */
+ * views, coalescing of views that walk one shape, BLAS matrix layouts, the kernel tables and
+ * the size classes of the caching allocators (the argument checks of kernel calls are
+ * kernel_checks.h's). Header-only (static inline) so that each backend library stays
+ * self-contained; it compiles as C11 and as C++ (nvcc). */
 #ifndef AG_BACKENDS_COMMON_KERNEL_UTIL_H
 #define AG_BACKENDS_COMMON_KERNEL_UTIL_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -43,36 +45,39 @@ static inline const char *ag_kt_shape_str(const ag_kernel_tensor *t, char *buf, 
     return buf;
 }
 
-/* Checks the argument block of kernel `name`: struct size, tensor counts, ndim ranges,
- * non-negative extents, buffers and dtypes (dtypes[i] for input i, then the outputs).
- * Failures go through `fail`, naming the kernel and the tensor. */
-static inline ag_status ag_kt_check_call(const ag_kernel_args *args, const char *name, int n_inputs,
-                                         int n_outputs, const ag_dtype *dtypes,
-                                         ag_kt_fail_fn fail) {
-    if (!args || args->struct_size < sizeof(ag_kernel_args))
-        return fail(AG_ERR_INVALID_ARG, "%s: ag_kernel_args of an older, smaller layout", name);
-    if (args->n_inputs != n_inputs || args->n_outputs != n_outputs || !args->attrs ||
-        (n_inputs && !args->inputs) || (n_outputs && !args->outputs))
-        return fail(AG_ERR_INVALID_ARG, "%s: expects %d inputs and %d outputs, got %d and %d", name,
-                    n_inputs, n_outputs, args->n_inputs, args->n_outputs);
-    for (int i = 0; i < n_inputs + n_outputs; i++) {
-        const ag_kernel_tensor *t = i < n_inputs ? &args->inputs[i] : &args->outputs[i - n_inputs];
-        const char *role = i < n_inputs ? "input" : "output";
-        const int index = i < n_inputs ? i : i - n_inputs;
-        if (t->ndim < 0 || t->ndim > AG_MAX_DIMS)
-            return fail(AG_ERR_INVALID_ARG, "%s: %s %d has ndim %d (must be 0..%d)", name, role,
-                        index, t->ndim, AG_MAX_DIMS);
-        for (int d = 0; d < t->ndim; d++)
-            if (t->shape[d] < 0)
-                return fail(AG_ERR_SHAPE, "%s: %s %d has negative extent %lld at dim %d", name,
-                            role, index, (long long)t->shape[d], d);
-        if (!t->data && ag_kt_numel(t) > 0)
-            return fail(AG_ERR_INVALID_ARG, "%s: %s %d has no buffer", name, role, index);
-        if (t->dtype != dtypes[i])
-            return fail(AG_ERR_DTYPE, "%s: %s %d is %s, expected %s", name, role, index,
-                        ag_dtype_name(t->dtype), ag_dtype_name(dtypes[i]));
+/* Element offset of row-major flat index i of t (0 <= i < its element count). */
+static inline int64_t ag_kt_offset(const ag_kernel_tensor *t, int64_t i) {
+    int64_t off = t->offset;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        off += i % t->shape[d] * t->strides[d];
+        i /= t->shape[d];
     }
-    return AG_OK;
+    return off;
+}
+
+/* How a BLAS gemm can read a row-major [rows, cols] matrix in place. */
+typedef struct ag_kt_layout {
+    bool direct;     /* readable in place; else it must go through a contiguous copy */
+    bool transposed; /* column-contiguous: read as the transpose of a row-major matrix */
+    int64_t ld;      /* leading dimension, at most INT_MAX (0 when not direct) */
+} ag_kt_layout;
+
+/* Finds a row-contiguous or else a column-contiguous (transposed) reading of a [rows, cols]
+ * matrix with element strides (rs, cs) whose leading dimension fits in an int. The stride of
+ * an extent-1 dim is never used, so it is replaced by whatever makes the layout valid. */
+static inline ag_kt_layout ag_kt_matrix_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
+    ag_kt_layout l = {false, false, 0};
+    const int64_t row_rs = rows == 1 ? cols : rs, row_cs = cols == 1 ? 1 : cs;
+    const int64_t col_rs = rows == 1 ? 1 : rs, col_cs = cols == 1 ? rows : cs;
+    if (row_cs == 1 && row_rs >= cols && row_rs <= INT_MAX) {
+        l.direct = true;
+        l.ld = row_rs;
+    } else if (col_rs == 1 && col_cs >= rows && col_cs <= INT_MAX) {
+        l.direct = true;
+        l.transposed = true;
+        l.ld = col_cs;
+    }
+    return l;
 }
 
 /* Rewrites n views of one shape (ts[0]'s) into the fewest dims that walk the same elements

@@ -5,6 +5,7 @@
 #define AG_CPU_INTERNAL_H
 
 #include "ag/backend.h"
+#include "../common/kernel_checks.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -46,7 +47,8 @@ bool cpu_device_valid(int device);
 int64_t cpu_numel(const ag_kernel_tensor *t);
 /* Writes "[2, 3]" for t's shape into buf and returns buf. */
 const char *cpu_shape_str(const ag_kernel_tensor *t, char *buf, size_t size);
-/* Checks the argument block: struct size, tensor counts, NULL pointers, ndim ranges. */
+/* Checks the argument block: struct size, tensor counts, NULL pointers, ndim ranges,
+ * extents and buffers (ag_kt_check_call without dtypes). */
 ag_status cpu_check_args(const ag_kernel_args *args, const char *kernel, int n_inputs,
                          int n_outputs);
 /* Checks that t has `dtype`; `role` names t in the message ("input 1"). */

@@ -8,46 +8,6 @@
  * repeated indices would make parallel updates race. */
 #include "cpu_strided.h"
 
-#include <stdio.h>
-
-/* Input roles in messages; input 1 is always the index. */
-static const char *const g_roles[] = {"input 0", "index", "input 2"};
-
-/* Checks counts and dtypes (index i64, the rest `dtype`) and reads dim from attrs. */
-static ag_status check_index_args(const ag_kernel_args *args, const char *name, int n_inputs,
-                                  ag_dtype dtype, int *dim) {
-    ag_status st = cpu_check_args(args, name, n_inputs, 1);
-    if (st != AG_OK) return st;
-    for (int i = 0; i < n_inputs && st == AG_OK; i++)
-        st = cpu_check_dtype(name, &args->inputs[i], g_roles[i], i == 1 ? AG_I64 : dtype);
-    if (st == AG_OK) st = cpu_check_dtype(name, &args->outputs[0], "output", dtype);
-    if (st == AG_OK) st = cpu_check_dim(name, &args->inputs[0], args->attrs->ints[0]);
-    *dim = (int)args->attrs->ints[0];
-    return st;
-}
-
-/* The AG_ERR_SHAPE failure listing every shape of the call. */
-static ag_status shape_error(const ag_kernel_args *args, const char *name, int dim) {
-    char msg[512] = "", buf[160];
-    size_t used = 0;
-    for (int i = 0; i < args->n_inputs && used < sizeof msg; i++)
-        used += (size_t)snprintf(msg + used, sizeof msg - used, "%s %s, ", g_roles[i],
-                                 cpu_shape_str(&args->inputs[i], buf, sizeof buf));
-    return cpu_fail(AG_ERR_SHAPE, "%s: %s shapes %soutput %s do not fit along dim %d", name,
-                    ag_dtype_name(args->outputs[0].dtype), msg,
-                    cpu_shape_str(&args->outputs[0], buf, sizeof buf), dim);
-}
-
-/* True when t has ndim dims with t.shape[d] == ref[d] (exact) or <= ref[d] (!exact), for
- * every d except `skip`. */
-static bool extents_fit(const ag_kernel_tensor *t, int ndim, const int64_t *ref, int skip,
-                        bool exact) {
-    if (t->ndim != ndim) return false;
-    for (int d = 0; d < ndim; d++)
-        if (d != skip && (exact ? t->shape[d] != ref[d] : t->shape[d] > ref[d])) return false;
-    return true;
-}
-
 /* Checks that every element of `index` lies in [0, size). */
 static ag_status check_indices(const char *name, const ag_kernel_tensor *index, int64_t size,
                                int dim) {
@@ -73,18 +33,15 @@ static ag_status check_indices(const char *name, const ag_kernel_tensor *index, 
     return AG_OK;
 }
 
-/* A walk over `shape` of (target, values, index): the target's stride at `dim` is replaced
- * by 0 and returned in *step, the index is seen through idx_strides. */
-static void plan_walk(cpu_geom *g, const ag_kernel_tensor *shape_of, const ag_kernel_tensor *target,
-                      const ag_kernel_tensor *values, const ag_kernel_tensor *index,
-                      const int64_t *idx_strides, int dim, int64_t *step) {
-    int64_t ts[AG_MAX_DIMS];
-    for (int d = 0; d < target->ndim; d++) ts[d] = d == dim ? 0 : target->strides[d];
-    *step = target->strides[dim];
-    cpu_geom_init(g, shape_of->ndim, shape_of->shape);
-    cpu_geom_add(g, target, ts);
-    cpu_geom_add(g, values, NULL);
-    cpu_geom_add(g, index, idx_strides);
+/* A walk over the shape of `walk` of (target, values, index): see ag_kt_index_views, which
+ * also gives *step. */
+static void plan_walk(cpu_geom *g, const ag_kernel_tensor *walk, const ag_kernel_tensor *target,
+                      const ag_kernel_tensor *values, const ag_kernel_tensor *index, int dim,
+                      bool along, int64_t *step) {
+    ag_kernel_tensor v[3];
+    ag_kt_index_views(walk, target, values, index, dim, along, v, step);
+    cpu_geom_init(g, walk->ndim, walk->shape);
+    for (int i = 0; i < 3; i++) cpu_geom_add(g, &v[i], NULL);
     cpu_geom_coalesce(g);
 }
 
@@ -115,26 +72,15 @@ CPU_FOR_FI(DEFINE_INDEX_LOOPS)
 static ag_status run_take(const ag_kernel_args *args, const char *name, ag_dtype dtype,
                           cpu_loop_fn take, bool select) {
     int dim;
-    ag_status st = check_index_args(args, name, 2, dtype, &dim);
+    ag_status st = cpu_check_args(args, name, 2, 1);
+    if (st == AG_OK) st = ag_kt_check_take(args, name, dtype, select, &dim, cpu_fail);
     if (st != AG_OK) return st;
     const ag_kernel_tensor *x = &args->inputs[0], *index = &args->inputs[1];
     const ag_kernel_tensor *out = &args->outputs[0];
-    int64_t idx_strides[AG_MAX_DIMS];
-    bool fits;
-    if (select) { /* out is x's shape with index's length at dim */
-        fits = index->ndim == 1 && extents_fit(out, x->ndim, x->shape, dim, true) &&
-               out->shape[dim] == index->shape[0];
-        for (int d = 0; d < out->ndim; d++) idx_strides[d] = d == dim ? index->strides[0] : 0;
-    } else { /* out is index's shape, at most x's off dim */
-        fits = extents_fit(index, x->ndim, x->shape, dim, false) &&
-               extents_fit(out, index->ndim, index->shape, -1, true);
-        for (int d = 0; d < index->ndim; d++) idx_strides[d] = index->strides[d];
-    }
-    if (!fits) return shape_error(args, name, dim);
     if ((st = check_indices(name, index, x->shape[dim], dim)) != AG_OK) return st;
     cpu_geom g;
     int64_t step;
-    plan_walk(&g, out, x, out, index, idx_strides, dim, &step);
+    plan_walk(&g, out, x, out, index, dim, select, &step);
     if (g.numel > 0) cpu_geom_run(&g, g.numel, take, &step);
     return AG_OK;
 }
@@ -144,30 +90,17 @@ static ag_status run_take(const ag_kernel_args *args, const char *name, ag_dtype
 static ag_status run_put_add(const ag_kernel_args *args, const char *name, ag_dtype dtype,
                              cpu_loop_fn put_add, bool index_add) {
     int dim;
-    ag_status st = check_index_args(args, name, 3, dtype, &dim);
+    const ag_kernel_tensor *walk; /* the tensor whose shape the walk covers */
+    ag_status st = cpu_check_args(args, name, 3, 1);
+    if (st == AG_OK) st = ag_kt_check_put_add(args, name, dtype, index_add, &dim, &walk, cpu_fail);
     if (st != AG_OK) return st;
     const ag_kernel_tensor *self = &args->inputs[0], *index = &args->inputs[1];
     const ag_kernel_tensor *src = &args->inputs[2], *out = &args->outputs[0];
-    bool fits = extents_fit(out, self->ndim, self->shape, -1, true);
-    int64_t idx_strides[AG_MAX_DIMS];
-    const ag_kernel_tensor *walk; /* the tensor whose shape the walk covers */
-    if (index_add) {              /* source is self's shape with index's length at dim */
-        fits = fits && index->ndim == 1 && extents_fit(src, self->ndim, self->shape, dim, true) &&
-               src->shape[dim] == index->shape[0];
-        for (int d = 0; d < src->ndim; d++) idx_strides[d] = d == dim ? index->strides[0] : 0;
-        walk = src;
-    } else { /* index at most src everywhere, at most self off dim */
-        fits = fits && extents_fit(index, src->ndim, src->shape, -1, false) &&
-               extents_fit(index, self->ndim, self->shape, dim, false);
-        for (int d = 0; d < index->ndim; d++) idx_strides[d] = index->strides[d];
-        walk = index;
-    }
-    if (!fits) return shape_error(args, name, dim);
     if ((st = check_indices(name, index, self->shape[dim], dim)) != AG_OK) return st;
     if ((st = cpu_copy_tensor(out, self)) != AG_OK) return st;
     cpu_geom g;
     int64_t step;
-    plan_walk(&g, walk, out, src, index, idx_strides, dim, &step);
+    plan_walk(&g, walk, out, src, index, dim, index_add, &step);
     if (g.numel > 0) cpu_geom_for_range(&g, 0, g.numel, put_add, &step);
     return AG_OK;
 }

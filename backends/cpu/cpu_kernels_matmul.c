@@ -27,24 +27,10 @@ static int64_t col_stride(const ag_kernel_tensor *t) {
 /* Checks a matmul call (dtypes, ndim >= 2, fitting shapes) and builds its plan. */
 static ag_status plan_matmul(mm_plan *pl, const ag_kernel_args *args, ag_dtype dtype) {
     ag_status st = cpu_check_args(args, "matmul", 2, 1);
+    if (st == AG_OK) st = ag_kt_check_matmul(args, dtype, cpu_fail);
     if (st != AG_OK) return st;
     const ag_kernel_tensor *a = &args->inputs[0], *b = &args->inputs[1], *out = &args->outputs[0];
-    if ((st = cpu_check_dtype("matmul", a, "input 0", dtype)) != AG_OK ||
-        (st = cpu_check_dtype("matmul", b, "input 1", dtype)) != AG_OK ||
-        (st = cpu_check_dtype("matmul", out, "output", dtype)) != AG_OK)
-        return st;
     const int nd = out->ndim;
-    bool fits = nd >= 2 && a->ndim == nd && b->ndim == nd;
-    for (int d = 0; fits && d < nd - 2; d++)
-        fits = a->shape[d] == out->shape[d] && b->shape[d] == out->shape[d];
-    fits = fits && a->shape[nd - 2] == out->shape[nd - 2] && a->shape[nd - 1] == b->shape[nd - 2] &&
-           b->shape[nd - 1] == out->shape[nd - 1];
-    if (!fits) {
-        char sa[160], sb[160], so[160];
-        return cpu_fail(AG_ERR_SHAPE, "matmul: %s shapes %s @ %s do not give output shape %s",
-                        ag_dtype_name(dtype), cpu_shape_str(a, sa, sizeof sa),
-                        cpu_shape_str(b, sb, sizeof sb), cpu_shape_str(out, so, sizeof so));
-    }
     pl->a = a;
     pl->b = b;
     pl->out = out;
@@ -99,21 +85,10 @@ typedef struct blas_layout {
     blasint ld;            /* leading dimension */
 } blas_layout;
 
-/* Finds a row-major (NoTrans) or column-major (Trans) reading of the matrix. The stride of
- * an extent-1 dim is never used, so it is replaced by whatever makes the layout valid. */
+/* The BLAS reading of a [rows, cols] matrix with strides (rs, cs) (ag_kt_matrix_layout). */
 static blas_layout layout_of(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
-    blas_layout l = {false, CblasNoTrans, 0};
-    const int64_t row_rs = rows == 1 ? cols : rs, row_cs = cols == 1 ? 1 : cs;
-    const int64_t col_rs = rows == 1 ? 1 : rs, col_cs = cols == 1 ? rows : cs;
-    if (row_cs == 1 && row_rs >= cols && row_rs <= INT_MAX) {
-        l.direct = true;
-        l.ld = (blasint)row_rs;
-    } else if (col_rs == 1 && col_cs >= rows && col_cs <= INT_MAX) {
-        l.direct = true;
-        l.trans = CblasTrans;
-        l.ld = (blasint)col_cs;
-    }
-    return l;
+    const ag_kt_layout l = ag_kt_matrix_layout(rows, cols, rs, cs);
+    return (blas_layout){l.direct, l.transposed ? CblasTrans : CblasNoTrans, (blasint)l.ld};
 }
 
 /* Per-call state of the float path: layouts and the temporaries of packed operands. */

@@ -6,39 +6,10 @@
  * element type, with the scalar settings converted to it once per call. */
 #include "cpu_strided.h"
 
-#include <string.h>
 #include <tgmath.h>
 
 /* Work per element of the update loops, in elementwise-op units, for the thread split. */
 #define OPTIM_COST 4
-
-/* ---- argument checks shared by both kernels ---- */
-
-/* True when two kernel tensors are the same view of the same buffer. */
-static bool same_view(const ag_kernel_tensor *a, const ag_kernel_tensor *b) {
-    if (a->data != b->data || a->offset != b->offset || a->dtype != b->dtype || a->ndim != b->ndim)
-        return false;
-    const size_t bytes = (size_t)a->ndim * sizeof a->shape[0];
-    return memcmp(a->shape, b->shape, bytes) == 0 && memcmp(a->strides, b->strides, bytes) == 0;
-}
-
-/* Checks an update kernel: n_in inputs (param, grad, state...) of `dtype` and one shape, and
- * outputs (param, state...) that are the param and state inputs themselves. */
-static ag_status check_update(const ag_kernel_args *args, const char *name, int n_in,
-                              const char *const *roles, ag_dtype dtype) {
-    ag_status st = cpu_check_args(args, name, n_in, n_in - 1);
-    for (int i = 0; i < n_in && st == AG_OK; i++)
-        st = cpu_check_like(name, &args->inputs[i], roles[i], dtype, &args->outputs[0]);
-    for (int k = 0; k < n_in - 1 && st == AG_OK; k++) {
-        const int in = k == 0 ? 0 : k + 1; /* the grad (input 1) is never written */
-        if (!same_view(&args->outputs[k], &args->inputs[in]))
-            st = cpu_fail(AG_ERR_INVALID_ARG,
-                          "%s: output %d must be the same view as input %d (%s): updates are "
-                          "in place",
-                          name, k, in, roles[in]);
-    }
-    return st;
-}
 
 /* Walks the n operands (param, grad, state...) over their common shape with `loop`. */
 static ag_status run_update(const ag_kernel_args *args, int n, cpu_loop_fn loop, void *ctx) {
@@ -92,18 +63,16 @@ static ag_status run_update(const ag_kernel_args *args, int n, cpu_loop_fn loop,
         }                                                                                          \
     }                                                                                              \
     static ag_status sgd_update_##T(const ag_kernel_args *args) {                                  \
-        static const char *const roles[] = {"param", "grad", "momentum_buffer"};                   \
-        /* The momentum buffer is there exactly when the momentum is not 0. */                     \
-        const bool has_buf = args && args->attrs && args->attrs->reals[1] != 0;                    \
-        const int n = has_buf ? 3 : 2;                                                             \
-        const ag_status st = check_update(args, "sgd_update", n, roles, CPU_DTYPE_##T);            \
+        const int n = ag_kt_sgd_inputs(args);                                                      \
+        ag_status st = cpu_check_args(args, "sgd_update", n, n - 1);                               \
+        if (st == AG_OK) st = ag_kt_check_sgd(args, CPU_DTYPE_##T, cpu_fail);                      \
         if (st != AG_OK) return st;                                                                \
         const ag_attrs *a = args->attrs;                                                           \
         sgd_coef_##T c = {.neg_lr = (T)-a->reals[0],                                               \
                           .momentum = (T)a->reals[1],                                              \
                           .keep = (T)(1 - a->reals[2]),                                            \
                           .weight_decay = (T)a->reals[3],                                          \
-                          .has_buf = has_buf,                                                      \
+                          .has_buf = n == 3,                                                       \
                           .l2 = a->reals[3] != 0,                                                  \
                           .nesterov = a->ints[0] != 0,                                             \
                           .first = a->ints[1] != 0};                                               \
@@ -144,13 +113,10 @@ CPU_FOR_F(DEFINE_SGD)
         }                                                                                          \
     }                                                                                              \
     static ag_status adam_update_##T(const ag_kernel_args *args) {                                 \
-        static const char *const roles[] = {"param", "grad", "exp_avg", "exp_avg_sq"};             \
-        const ag_status st = check_update(args, "adam_update", 4, roles, CPU_DTYPE_##T);           \
+        ag_status st = cpu_check_args(args, "adam_update", 4, 3);                                  \
+        if (st == AG_OK) st = ag_kt_check_adam(args, CPU_DTYPE_##T, cpu_fail);                     \
         if (st != AG_OK) return st;                                                                \
         const ag_attrs *a = args->attrs;                                                           \
-        if (a->ints[2] < 1)                                                                        \
-            return cpu_fail(AG_ERR_INVALID_ARG, "adam_update: step must be >= 1, got %lld",        \
-                            (long long)a->ints[2]);                                                \
         const double lr = a->reals[0], b1 = a->reals[1], b2 = a->reals[2], wd = a->reals[4];       \
         const double step = (double)a->ints[2];                                                    \
         adam_coef_##T c = {.beta1 = (T)b1,                                                         \

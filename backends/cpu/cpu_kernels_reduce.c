@@ -21,47 +21,23 @@ typedef struct red_plan {
     cpu_geom inner; /* the reduced elements, relative to that; operand 0 = in */
 } red_plan;
 
-/* Checks a reduction of `in` (dtype `dtype`) into `out` (dtype `out_dtype`) and builds its
- * plan. `one_dim` reduces exactly dim attrs->ints[0] (argmax/argmin), else every dim where
- * the output has extent 1 and the input does not. `empty_ok` allows reducing zero elements. */
+/* Checks a reduction of input 0 (dtype `dtype`) into output 0 and builds its plan (see
+ * ag_kt_check_reduce for `one_dim` and `empty_ok`). */
 static ag_status plan_reduction(red_plan *pl, const ag_kernel_args *args, const char *name,
-                                ag_dtype dtype, ag_dtype out_dtype, bool one_dim, bool empty_ok) {
+                                ag_dtype dtype, bool one_dim, bool empty_ok) {
+    ag_kernel_tensor outer, inner; /* inner's extents are the reduced ones; outer goes unused */
     ag_status st = cpu_check_args(args, name, 1, 1);
+    if (st == AG_OK)
+        st = ag_kt_check_reduce(args, name, dtype, one_dim, empty_ok, &outer, &inner, cpu_fail);
     if (st != AG_OK) return st;
-    const int64_t arg_dim = one_dim ? args->attrs->ints[0] : -1;
     const ag_kernel_tensor *in = &args->inputs[0], *out = &args->outputs[0];
-    if ((st = cpu_check_dtype(name, in, "input", dtype)) != AG_OK ||
-        (st = cpu_check_dtype(name, out, "output", out_dtype)) != AG_OK)
-        return st;
-    if (one_dim && (st = cpu_check_dim(name, in, arg_dim)) != AG_OK) return st;
-
-    int64_t reduced_shape[AG_MAX_DIMS];
-    bool fits = in->ndim == out->ndim;
-    for (int d = 0; fits && d < in->ndim; d++) {
-        const bool reduced = arg_dim >= 0 ? d == arg_dim : out->shape[d] == 1 && in->shape[d] != 1;
-        fits = reduced ? out->shape[d] == 1 : out->shape[d] == in->shape[d];
-        reduced_shape[d] = reduced ? in->shape[d] : 1;
-    }
-    if (!fits) {
-        char a[160], b[160];
-        return cpu_fail(AG_ERR_SHAPE, "%s: %s input of shape %s cannot reduce to output shape %s",
-                        name, ag_dtype_name(dtype), cpu_shape_str(in, a, sizeof a),
-                        cpu_shape_str(out, b, sizeof b));
-    }
-
     cpu_geom_init(&pl->outer, out->ndim, out->shape);
     cpu_geom_add(&pl->outer, out, NULL);
     cpu_geom_add(&pl->outer, in, NULL);
     cpu_geom_coalesce(&pl->outer);
-    cpu_geom_init(&pl->inner, in->ndim, reduced_shape);
+    cpu_geom_init(&pl->inner, in->ndim, inner.shape);
     cpu_geom_add(&pl->inner, in, NULL);
     cpu_geom_coalesce(&pl->inner);
-
-    if (!empty_ok && pl->inner.numel == 0 && pl->outer.numel > 0) {
-        char a[160];
-        return cpu_fail(AG_ERR_SHAPE, "%s: cannot reduce zero elements (%s input of shape %s)",
-                        name, ag_dtype_name(dtype), cpu_shape_str(in, a, sizeof a));
-    }
     return AG_OK;
 }
 
@@ -239,8 +215,7 @@ static ag_status plan_reduction(red_plan *pl, const ag_kernel_args *args, const 
                                                                                                    \
     static ag_status NAME##_##T(const ag_kernel_args *args) {                                      \
         red_plan pl;                                                                               \
-        const ag_status st =                                                                       \
-            plan_reduction(&pl, args, #NAME, CPU_DTYPE_##T, CPU_DTYPE_##OUT, ONE_DIM, EMPTY_OK);   \
+        const ag_status st = plan_reduction(&pl, args, #NAME, CPU_DTYPE_##T, ONE_DIM, EMPTY_OK);   \
         if (st != AG_OK || pl.outer.numel == 0) return st;                                         \
         const int64_t nout = pl.outer.numel, nred = pl.inner.numel;                                \
         if (nout > 1 || nred < 2 * MIN_CHUNK) {                                                    \

@@ -59,25 +59,17 @@ typedef struct sm_row {
 static ag_status run_softmax(const ag_kernel_args *args, const char *name, ag_dtype dtype,
                              cpu_loop_fn loop) {
     ag_status st = cpu_check_args(args, name, 1, 1);
+    if (st == AG_OK) st = ag_kt_check_softmax(args, name, dtype, cpu_fail);
     if (st != AG_OK) return st;
     const ag_kernel_tensor *in = &args->inputs[0], *out = &args->outputs[0];
-    if ((st = cpu_check_dtype(name, out, "output", dtype)) != AG_OK ||
-        (st = cpu_check_like(name, in, "input", dtype, out)) != AG_OK)
-        return st;
-    const int64_t dim = args->attrs->ints[0];
-    if ((out->ndim > 0 || dim != 0) && (st = cpu_check_dim(name, out, dim)) != AG_OK) return st;
     if (cpu_numel(out) == 0) return AG_OK;
 
-    /* A 0-dim tensor is a row of one element. */
-    sm_row row = {1, 0, 0};
-    int64_t shape[AG_MAX_DIMS];
-    for (int d = 0; d < out->ndim; d++) shape[d] = out->shape[d];
-    if (out->ndim > 0) {
-        row = (sm_row){out->shape[dim], out->strides[dim], in->strides[dim]};
-        shape[dim] = 1;
-    }
+    /* Every position of the other dims: out's shape with extent 1 along the row. */
+    ag_kernel_tensor rows[2];
+    sm_row row;
+    ag_kt_softmax_rows(in, out, args->attrs->ints[0], rows, &row.len, &row.s_in, &row.s_out);
     cpu_geom g;
-    cpu_geom_init(&g, out->ndim, shape);
+    cpu_geom_init(&g, out->ndim, rows[1].shape);
     cpu_geom_add(&g, out, NULL);
     cpu_geom_add(&g, in, NULL);
     cpu_geom_coalesce(&g);

@@ -23,44 +23,15 @@
 
 /* ---- scalar helpers ---- */
 
-/* float and double overloads of a one-argument libm function. */
-#define FLOAT_MATH(NAME, F32, F64)                                                                 \
-    __device__ __forceinline__ float NAME(float x) {                                               \
-        return F32(x);                                                                             \
-    }                                                                                              \
-    __device__ __forceinline__ double NAME(double x) {                                             \
-        return F64(x);                                                                             \
-    }
-FLOAT_MATH(ew_exp, expf, exp)
-FLOAT_MATH(ew_log, logf, log)
-FLOAT_MATH(ew_sqrt, sqrtf, sqrt)
-FLOAT_MATH(ew_sin, sinf, sin)
-FLOAT_MATH(ew_cos, cosf, cos)
-FLOAT_MATH(ew_tanh, tanhf, tanh)
-FLOAT_MATH(ew_erf, erff, erf)
-
-/* pow of the key float type. */
-__device__ __forceinline__ float ew_pow(float a, float b) {
-    return powf(a, b);
-}
-__device__ __forceinline__ double ew_pow(double a, double b) {
-    return pow(a, b);
-}
-
-/* Products and sums that are never contracted into a fused multiply-add, so expressions
- * such as x + c*x*x*x round as on the cpu backend (which does separate operations). */
-__device__ __forceinline__ float ew_mul_rn(float a, float b) {
-    return __fmul_rn(a, b);
-}
-__device__ __forceinline__ double ew_mul_rn(double a, double b) {
-    return __dmul_rn(a, b);
-}
-__device__ __forceinline__ float ew_add_rn(float a, float b) {
-    return __fadd_rn(a, b);
-}
-__device__ __forceinline__ double ew_add_rn(double a, double b) {
-    return __dadd_rn(a, b);
-}
+/* The libm functions of the key float type: the float ones (expf...) for float32. */
+CU_FLOAT_UNARY(ew_exp, expf, exp)
+CU_FLOAT_UNARY(ew_log, logf, log)
+CU_FLOAT_UNARY(ew_sqrt, sqrtf, sqrt)
+CU_FLOAT_UNARY(ew_sin, sinf, sin)
+CU_FLOAT_UNARY(ew_cos, cosf, cos)
+CU_FLOAT_UNARY(ew_tanh, tanhf, tanh)
+CU_FLOAT_UNARY(ew_erf, erff, erf)
+CU_FLOAT_BINARY(ew_pow, powf, pow)
 
 /* True for NaN; never for integers. */
 template <typename T> __device__ __forceinline__ bool ew_isnan(T x) {
@@ -194,8 +165,8 @@ template <typename T> struct gelu_op {
     __device__ T operator()(T x) const {
         if (!tanh_mode) return (T)0.5 * x * ((T)1 + ew_erf(x * (T)0.7071067811865476));
         /* x + 0.044715*x^3 without fma contraction, as the cpu rounds it. */
-        const T cube = ew_mul_rn(ew_mul_rn(ew_mul_rn((T)0.044715, x), x), x);
-        const T inner = (T)0.7978845608028654 * ew_add_rn(x, cube);
+        const T cube = cu_mul_rn(cu_mul_rn(cu_mul_rn((T)0.044715, x), x), x);
+        const T inner = (T)0.7978845608028654 * cu_add_rn(x, cube);
         return (T)0.5 * x * ((T)1 + ew_tanh(inner));
     }
 };
@@ -289,7 +260,7 @@ template <typename T> struct arange_op {
     double start, step;
     explicit arange_op(const ag_attrs *a) : start(a->reals[0]), step(a->reals[1]) {}
     __device__ T operator()(long long i) const {
-        return (T)__dadd_rn(start, __dmul_rn((double)i, step));
+        return (T)cu_add_rn(start, cu_mul_rn((double)i, step));
     }
 };
 template <> struct arange_op<long long> {

@@ -6,7 +6,7 @@
  * column-major C^T = B^T A^T: a row-major matrix read in place is its transpose to cuBLAS.
  * An operand whose last two dims are row- or column-contiguous is passed in place with the
  * matching transpose flag and leading dimension; any other is packed into contiguous
- * scratch first (mm_copy), as is an output that cuBLAS cannot write in place (it is then
+ * scratch first (copy_tensor), as is an output that cuBLAS cannot write in place (it is then
  * computed into scratch and copied out). The batch dims are coalesced: the innermost one
  * becomes one strided-batched call, the others a loop of calls.
  *
@@ -122,29 +122,14 @@ static size_t mm_elsize(ag_dtype dtype) {
 
 /* Checks a matmul call (dtypes, ndim >= 2, fitting shapes) and builds its plan. */
 static ag_status plan_matmul(mm_plan *p, const ag_kernel_args *args) {
-    /* Read the key dtype only where the argument block has it; cu_check_call reports the
-     * rest. */
-    const bool readable =
-        args && args->struct_size >= sizeof(ag_kernel_args) && args->n_inputs > 0 && args->inputs;
-    const ag_dtype dtype = readable ? args->inputs[0].dtype : AG_F32;
-    const ag_dtype dts[3] = {dtype, dtype, dtype};
-    ag_status st = cu_check_call(args, "matmul", 2, 1, dts);
+    ag_status st = cu_check_call(args, "matmul", 2, 1, NULL);
     if (st != AG_OK) return st;
+    const ag_kernel_tensor *a = &args->inputs[0], *b = &args->inputs[1], *out = &args->outputs[0];
+    const ag_dtype dtype = a->dtype; /* the key dtype */
     if (mm_elsize(dtype) == 0)
         return cu_fail(AG_ERR_DTYPE, "matmul: %s is not supported", ag_dtype_name(dtype));
-    const ag_kernel_tensor *a = &args->inputs[0], *b = &args->inputs[1], *out = &args->outputs[0];
+    if ((st = ag_kt_check_matmul(args, dtype, cu_fail)) != AG_OK) return st;
     const int nd = out->ndim;
-    bool fits = nd >= 2 && a->ndim == nd && b->ndim == nd;
-    for (int d = 0; fits && d < nd - 2; d++)
-        fits = a->shape[d] == out->shape[d] && b->shape[d] == out->shape[d];
-    fits = fits && a->shape[nd - 2] == out->shape[nd - 2] && a->shape[nd - 1] == b->shape[nd - 2] &&
-           b->shape[nd - 1] == out->shape[nd - 1];
-    if (!fits) {
-        char sa[160], sb[160], so[160];
-        return cu_fail(AG_ERR_SHAPE, "matmul: %s shapes %s @ %s do not give output shape %s",
-                       ag_dtype_name(dtype), ag_kt_shape_str(a, sa, sizeof sa),
-                       ag_kt_shape_str(b, sb, sizeof sb), ag_kt_shape_str(out, so, sizeof so));
-    }
     p->a = a;
     p->b = b;
     p->out = out;
@@ -223,70 +208,33 @@ static ag_status blas_slot(const mm_plan *p, int device, cudaStream_t stream, mm
 
 /* ---- strided copies ---- */
 
-/* N views walked together over one shape (v[0]'s extents; the others carry the same). */
-template <int N> struct mm_views { cu_view v[N]; };
-
-/* Element offsets in each view of row-major position i of the common shape: one division
- * chain serves every view, and dim 0 needs none (i < numel). */
-template <int N>
-static __device__ __forceinline__ void mm_offsets(const mm_views<N> &w, long long i,
-                                                  long long *off) {
-    for (int j = 0; j < N; j++) off[j] = w.v[j].offset;
-    const int nd = w.v[0].ndim;
-    for (int d = nd - 1; d > 0; d--) {
-        const long long e = w.v[0].shape[d], q = i / e, r = i - q * e;
-        for (int j = 0; j < N; j++) off[j] += r * w.v[j].strides[d];
-        i = q;
-    }
-    if (nd > 0)
-        for (int j = 0; j < N; j++) off[j] += i * w.v[j].strides[0];
-}
-
-/* Coalesces N tensors of one shape (host; they are modified) and returns their views. */
-template <int N> static mm_views<N> mm_views_of(ag_kernel_tensor *ts) {
-    ag_kt_coalesce(ts, N);
-    mm_views<N> w;
-    for (int j = 0; j < N; j++) w.v[j] = cu_view_of(&ts[j]);
-    return w;
-}
-
-/* dst = src over views (src, dst) of one shape; U is an unsigned integer of the element
- * size, so one kernel copies every dtype bit for bit. */
-template <typename U>
-static __global__ void mm_copy(const U *src, U *dst, mm_views<2> w, long long count) {
-    CU_FOR_EACH(i, count) {
-        long long off[2];
-        mm_offsets(w, i, off);
-        dst[off[1]] = src[off[0]];
-    }
-}
-
 /* dst = 0 (all bits clear: 0 in every dtype). */
-template <typename U> static __global__ void mm_zero(U *dst, mm_views<1> w, long long count) {
+template <typename U> static __global__ void mm_zero(U *dst, cu_views<1> w, long long count) {
     CU_FOR_EACH(i, count) {
         long long off;
-        mm_offsets(w, i, &off);
+        cu_offsets(w, i, &off);
         dst[off] = 0;
     }
 }
 
-/* Launches mm_copy<U> over the coalesced views v = (src, dst) of `count` elements. */
+/* Launches cu_copy<U> over the coalesced views v = (src, dst) of `count` elements. */
 template <typename U>
 static void launch_copy(int dev, cudaStream_t stream, ag_kernel_tensor *v, long long count) {
-    const mm_views<2> w = mm_views_of<2>(v);
-    mm_copy<U><<<cu_grid_size(dev, count, CU_THREADS), CU_THREADS, 0, stream>>>(
+    const cu_views<2> w = cu_views_of<2>(v);
+    cu_copy<U><<<cu_grid_size(dev, count, CU_THREADS), CU_THREADS, 0, stream>>>(
         static_cast<const U *>(v[0].data), static_cast<U *>(v[1].data), w, count);
 }
 
 /* Launches mm_zero<U> over the coalesced view v of `count` elements. */
 template <typename U>
 static void launch_zero(int dev, cudaStream_t stream, ag_kernel_tensor *v, long long count) {
-    const mm_views<1> w = mm_views_of<1>(v);
+    const cu_views<1> w = cu_views_of<1>(v);
     mm_zero<U><<<cu_grid_size(dev, count, CU_THREADS), CU_THREADS, 0, stream>>>(
         static_cast<U *>(v->data), w, count);
 }
 
-/* dst = src (same shape, elsize-byte elements, any strides). */
+/* dst = src (same shape, elsize-byte elements, any strides), bit for bit through unsigned
+ * integers of the element size, so one kernel copies every dtype. */
 static ag_status copy_tensor(int dev, cudaStream_t stream, size_t elsize,
                              const ag_kernel_tensor *src, const ag_kernel_tensor *dst) {
     ag_kernel_tensor v[2] = {*src, *dst};
@@ -340,7 +288,7 @@ typedef struct mm_strides {
  * matrices start at the offsets of the batch views (out, a, b). Each thread accumulates
  * rows ty and ty + MM_SIDE, columns tx and tx + MM_SIDE of the tile. */
 static __global__ void __launch_bounds__(MM_I64_THREADS)
-    mm_i64(const long long *a, const long long *b, long long *out, mm_views<3> batch, mm_strides s,
+    mm_i64(const long long *a, const long long *b, long long *out, cu_views<3> batch, mm_strides s,
            long long m, long long n, long long k, long long tiles_m, long long tiles_n,
            long long ntiles) {
     __shared__ unsigned long long as[MM_TILE][MM_DEPTH + 1];
@@ -351,7 +299,7 @@ static __global__ void __launch_bounds__(MM_I64_THREADS)
         const long long col0 = t % tiles_n * MM_TILE, rest = t / tiles_n;
         const long long row0 = rest % tiles_m * MM_TILE;
         long long off[3];
-        mm_offsets(batch, rest / tiles_m, off);
+        cu_offsets(batch, rest / tiles_m, off);
         unsigned long long acc[2][2] = {{0, 0}, {0, 0}};
         for (long long p0 = 0; p0 < k; p0 += MM_DEPTH) {
             for (int e = threadIdx.x; e < MM_TILE * MM_DEPTH; e += MM_I64_THREADS) {
@@ -389,7 +337,7 @@ static __global__ void __launch_bounds__(MM_I64_THREADS)
 /* Launches mm_i64 for the whole plan (m, n, k > 0). */
 static ag_status launch_i64(const mm_plan *p, int dev, cudaStream_t stream) {
     ag_kernel_tensor batch[3] = {p->batch[0], p->batch[1], p->batch[2]};
-    const mm_views<3> w = mm_views_of<3>(batch);
+    const cu_views<3> w = cu_views_of<3>(batch);
     const int nd = p->out->ndim;
     const mm_strides s = {p->a->strides[nd - 2], p->a->strides[nd - 1],   p->b->strides[nd - 2],
                           p->b->strides[nd - 1], p->out->strides[nd - 2], p->out->strides[nd - 1]};
@@ -412,21 +360,10 @@ typedef struct mm_layout {
     int ld;               /* leading dimension */
 } mm_layout;
 
-/* Finds a row-contiguous (N) or column-contiguous (T) reading of the matrix. The stride of
- * an extent-1 dim is never used, so it is replaced by whatever makes the layout valid. */
+/* The cuBLAS reading of a [rows, cols] matrix with strides (rs, cs) (ag_kt_matrix_layout). */
 static mm_layout layout_of(long long rows, long long cols, long long rs, long long cs) {
-    mm_layout l = {false, CUBLAS_OP_N, 0};
-    const long long row_rs = rows == 1 ? cols : rs, row_cs = cols == 1 ? 1 : cs;
-    const long long col_rs = rows == 1 ? 1 : rs, col_cs = cols == 1 ? rows : cs;
-    if (row_cs == 1 && row_rs >= cols && row_rs <= INT_MAX) {
-        l.direct = true;
-        l.ld = (int)row_rs;
-    } else if (col_rs == 1 && col_cs >= rows && col_cs <= INT_MAX) {
-        l.direct = true;
-        l.op = CUBLAS_OP_T;
-        l.ld = (int)col_cs;
-    }
-    return l;
+    const ag_kt_layout l = ag_kt_matrix_layout(rows, cols, rs, cs);
+    return mm_layout{l.direct, l.transposed ? CUBLAS_OP_T : CUBLAS_OP_N, (int)l.ld};
 }
 
 /* One operand as the cuBLAS calls see it. */

@@ -17,11 +17,6 @@
 
 #define DT_F ((1u << AG_F32) | (1u << AG_F64))
 
-/* Threads an SM keeps resident at once (sm_80 and sm_90): the device is full with
- * sm_count * SM_THREADS threads. */
-#define SM_THREADS 2048
-/* Rows at least this long get a whole block when warps alone would leave the device idle. */
-#define BLOCK_ROW_MIN 2048
 /* Largest block of the row kernels (one block per long row when rows are very few). */
 #define ROW_BLOCK_MAX 1024
 
@@ -30,23 +25,13 @@ enum { LN_WEIGHT = 1, LN_BIAS = 2 };
 
 /* ---- device helpers ---- */
 
-/* Element offset of flat index i of v, without divisions when v has at most one dim. */
-static __device__ __forceinline__ long long view_at(const cu_view &v, long long i) {
-    if (v.ndim == 0) return v.offset;
-    if (v.ndim == 1) return v.offset + i * v.strides[0];
-    return cu_offset(v, i);
-}
-
 /* a * b + c rounded after each operation, as the cpu backend computes it (no fused
  * multiply-add, which nvcc would otherwise form). */
-static __device__ __forceinline__ float mul_add_rn(float a, float b, float c) {
-    return __fadd_rn(__fmul_rn(a, b), c);
-}
-static __device__ __forceinline__ double mul_add_rn(double a, double b, double c) {
-    return __dadd_rn(__dmul_rn(a, b), c);
+template <typename T> static __device__ __forceinline__ T mul_add_rn(T a, T b, T c) {
+    return cu_add_rn(cu_mul_rn(a, b), c);
 }
 
-/* Sum of doubles, as a group_combine functor. */
+/* Sum of doubles, as a cu_group_combine functor. */
 struct sum_double {
     typedef double acc;
     static __device__ __forceinline__ acc init() {
@@ -57,7 +42,7 @@ struct sum_double {
     }
 };
 
-/* NaN-propagating max of T, as a group_combine functor. A row's max only matters where
+/* NaN-propagating max of T, as a cu_group_combine functor. A row's max only matters where
  * the row has no NaN: a NaN anywhere makes the cpu's sum of exp, and so its result, NaN. */
 template <typename T> struct nan_max {
     typedef T acc;
@@ -71,32 +56,13 @@ template <typename T> struct nan_max {
     }
 };
 
-/* Combines the values of each group of `lanes` threads with Op (lanes a power of two: up to
- * CU_WARP the aligned lanes of a warp, above it the whole block, lanes == blockDim.x); every
- * thread of the group gets the result. `shared` holds CU_WARP values; every thread of the
- * block must make the call. */
-template <typename Op>
-static __device__ __forceinline__ typename Op::acc group_combine(typename Op::acc a, int lanes,
-                                                                 typename Op::acc *shared) {
-    for (int m = (lanes < CU_WARP ? lanes : CU_WARP) / 2; m > 0; m /= 2)
-        a = Op::combine(a, __shfl_xor_sync(0xffffffffu, a, m));
-    if (lanes <= CU_WARP) return a;
-    const int lane = threadIdx.x % CU_WARP, warp = threadIdx.x / CU_WARP;
-    __syncthreads(); /* shared may still be read by the previous call */
-    if (lane == 0) shared[warp] = a;
-    __syncthreads();
-    a = lane < (int)(blockDim.x / CU_WARP) ? shared[lane] : Op::init();
-    for (int m = CU_WARP / 2; m > 0; m /= 2) a = Op::combine(a, __shfl_xor_sync(0xffffffffu, a, m));
-    return a;
-}
-
 /* ---- kernels ---- */
 
 /* layer_norm of nrows rows of len elements, `lanes` threads per row (a group as in
- * group_combine). Row g's x starts at view_at(xrows, g) and its element k lies view_at(xrow,
- * k) further; likewise out with orows / orow. Weight and bias element k lie at view_at(wrow,
- * k) and view_at(brow, k) (their views carry their offsets); a NULL w or b is absent (1 and
- * 0). As the cpu: mean and biased variance in double, the write in T. */
+ * cu_group_combine). Row g's x starts at cu_view_at(xrows, g) and its element k lies
+ * cu_view_at(xrow, k) further; likewise out with orows / orow. Weight and bias element k lie at
+ * cu_view_at(wrow, k) and cu_view_at(brow, k) (their views carry their offsets); a NULL w or b is
+ * absent (1 and 0). As the cpu: mean and biased variance in double, the write in T. */
 template <typename T>
 __global__ void __launch_bounds__(ROW_BLOCK_MAX)
     layer_norm_rows(T *out, cu_view orows, cu_view orow, const T *x, cu_view xrows, cu_view xrow,
@@ -104,27 +70,27 @@ __global__ void __launch_bounds__(ROW_BLOCK_MAX)
                     long long len, double eps, int lanes) {
     __shared__ double shared[CU_WARP];
     const int rows_per_block = blockDim.x / lanes, lane = threadIdx.x % lanes;
-    /* The loop runs alike for the whole block, so every thread reaches group_combine;
+    /* The loop runs alike for the whole block, so every thread reaches cu_group_combine;
      * threads past the last row take part with empty rows. */
     for (long long row0 = (long long)blockIdx.x * rows_per_block; row0 < nrows;
          row0 += (long long)gridDim.x * rows_per_block) {
         const long long g = row0 + threadIdx.x / lanes, n = g < nrows ? len : 0;
-        const T *xr = x + (n ? view_at(xrows, g) : 0);
+        const T *xr = x + (n ? cu_view_at(xrows, g) : 0);
         double s = 0;
-        for (long long k = lane; k < n; k += lanes) s += (double)xr[view_at(xrow, k)];
-        const double mean = group_combine<sum_double>(s, lanes, shared) / (double)len;
+        for (long long k = lane; k < n; k += lanes) s += (double)xr[cu_view_at(xrow, k)];
+        const double mean = cu_group_combine<sum_double>(s, lanes, shared) / (double)len;
         s = 0;
         for (long long k = lane; k < n; k += lanes) {
-            const double d = (double)xr[view_at(xrow, k)] - mean;
+            const double d = (double)xr[cu_view_at(xrow, k)] - mean;
             s += d * d;
         }
-        const double var = group_combine<sum_double>(s, lanes, shared) / (double)len;
+        const double var = cu_group_combine<sum_double>(s, lanes, shared) / (double)len;
         const T m = (T)mean, rstd = (T)(1 / sqrt(var + eps));
-        T *o = out + (n ? view_at(orows, g) : 0);
+        T *o = out + (n ? cu_view_at(orows, g) : 0);
         for (long long k = lane; k < n; k += lanes) {
-            const T v = (xr[view_at(xrow, k)] - m) * rstd;
-            o[view_at(orow, k)] =
-                mul_add_rn(v, w ? w[view_at(wrow, k)] : T(1), b ? b[view_at(brow, k)] : T(0));
+            const T v = (xr[cu_view_at(xrow, k)] - m) * rstd;
+            o[cu_view_at(orow, k)] =
+                mul_add_rn(v, w ? w[cu_view_at(wrow, k)] : T(1), b ? b[cu_view_at(brow, k)] : T(0));
         }
     }
 }
@@ -135,15 +101,15 @@ __global__ void __launch_bounds__(CU_THREADS)
     cross_entropy_check(const long long *target, cu_view tv, long long npos, long long classes,
                         long long ignore, unsigned long long *first_bad) {
     CU_FOR_EACH(p, npos) {
-        const long long t = target[view_at(tv, p)];
+        const long long t = target[cu_view_at(tv, p)];
         if (t != ignore && (t < 0 || t >= classes)) atomicMin(first_bad, (unsigned long long)p);
     }
 }
 
 /* Per-position loss of cross_entropy over npos positions, `lanes` threads per position (a
- * group as in group_combine). Position p's target lies at view_at(tv, p), its class 0 logit
- * at view_at(xv, p) of x and class c cstride elements further; the loss goes to
- * view_at(ov, p) of out. Targets were checked: each is ignore or in [0, classes). As the
+ * group as in cu_group_combine). Position p's target lies at cu_view_at(tv, p), its class 0 logit
+ * at cu_view_at(xv, p) of x and class c cstride elements further; the loss goes to
+ * cu_view_at(ov, p) of out. Targets were checked: each is ignore or in [0, classes). As the
  * cpu: max in T, exp of a T (expf for f32), sums and the loss in double. */
 template <typename T>
 __global__ void __launch_bounds__(ROW_BLOCK_MAX)
@@ -157,20 +123,20 @@ __global__ void __launch_bounds__(ROW_BLOCK_MAX)
     for (long long p0 = (long long)blockIdx.x * rows_per_block; p0 < npos;
          p0 += (long long)gridDim.x * rows_per_block) {
         const long long p = p0 + threadIdx.x / lanes;
-        const long long t = p < npos ? target[view_at(tv, p)] : ignore;
+        const long long t = p < npos ? target[cu_view_at(tv, p)] : ignore;
         const long long n = t == ignore ? 0 : classes;
-        const T *row = x + (n ? view_at(xv, p) : 0);
+        const T *row = x + (n ? cu_view_at(xv, p) : 0);
         T mx = nan_max<T>::init();
         for (long long c = lane; c < n; c += lanes) mx = nan_max<T>::combine(mx, row[c * cstride]);
-        mx = group_combine<nan_max<T>>(mx, lanes, shared_max);
+        mx = cu_group_combine<nan_max<T>>(mx, lanes, shared_max);
         double sum = 0, total = 0;
         for (long long c = lane; c < n; c += lanes) {
             const T v = row[c * cstride];
             sum += (double)exp(v - mx);
             total += (double)v;
         }
-        sum = group_combine<sum_double>(sum, lanes, shared_sum);
-        total = group_combine<sum_double>(total, lanes, shared_sum);
+        sum = cu_group_combine<sum_double>(sum, lanes, shared_sum);
+        total = cu_group_combine<sum_double>(total, lanes, shared_sum);
         if (p >= npos || lane != 0) continue;
         double loss = 0;
         if (n) {
@@ -181,86 +147,15 @@ __global__ void __launch_bounds__(ROW_BLOCK_MAX)
              * logit (a masked class) makes it inf, and 0 * inf would be NaN. */
             loss = smoothing > 0 ? mul_add_rn(1 - smoothing, nll, smoothing * uniform) : nll;
         }
-        out[view_at(ov, p)] = (T)loss;
+        out[cu_view_at(ov, p)] = (T)loss;
     }
 }
 
 /* ---- host side ---- */
 
-/* Smallest power of two >= n (1 for n <= 1). */
-static int pow2_ceil(long long n) {
-    int p = 1;
-    while (p < n) p *= 2;
-    return p;
-}
-
-/* Threads that fill device `device`. */
-static long long device_threads(int device) {
-    return (long long)cu_device_at(device)->sm_count * SM_THREADS;
-}
-
-/* |s|. */
-static long long abs_ll(long long s) {
-    return s < 0 ? -s : s;
-}
-
-/* Innermost stride of a coalesced view (0 for 0 dims). */
-static long long inner_stride(const ag_kernel_tensor *t) {
-    return t->ndim ? t->strides[t->ndim - 1] : 0;
-}
-
-/* Threads per row for `rows` rows of `len` elements, element stride `elem_stride`, whose
- * coalesced row-start view is `starts`: one when neighbouring rows lie closer together than
- * a row's elements and rows are enough to fill the device, the next power of two >= len
- * for short rows, a block (up to ROW_BLOCK_MAX threads) for long rows when warps alone would
- * not fill the device, else a warp. */
-static int row_lanes(int device, const ag_kernel_tensor *starts, long long rows, long long len,
-                     long long elem_stride) {
-    const long long full = device_threads(device);
-    if (rows > 1 && len > 1 && abs_ll(inner_stride(starts)) < abs_ll(elem_stride) &&
-        rows * 4 >= full)
-        return 1;
-    if (len <= CU_WARP) return pow2_ceil(len);
-    if (len < BLOCK_ROW_MIN || rows * CU_WARP >= full) return CU_WARP;
-    return rows * ROW_BLOCK_MAX <= full ? ROW_BLOCK_MAX : CU_THREADS;
-}
-
-/* Threads per block for groups of `lanes` threads. */
-static unsigned block_threads(int lanes) {
-    return lanes > CU_THREADS ? (unsigned)lanes : CU_THREADS;
-}
-
 /* The dtype of the first input, the key dtype of these kernels (checked later). */
 static ag_dtype first_input_dtype(const ag_kernel_args *args) {
     return args && args->n_inputs >= 1 && args->inputs ? args->inputs[0].dtype : AG_F32;
-}
-
-/* Fails unless dtype is a float dtype. */
-static ag_status check_float(const char *name, ag_dtype dtype) {
-    if (dtype == AG_F32 || dtype == AG_F64) return AG_OK;
-    return cu_fail(AG_ERR_DTYPE, "%s: input is %s, expected float32 or float64", name,
-                   ag_dtype_name(dtype));
-}
-
-/* Fails unless t (role `role`, dtype checked already) has the output's shape, worded as the
- * cpu backend's check. */
-static ag_status check_like_out(const char *name, const ag_kernel_tensor *t, const char *role,
-                                const ag_kernel_tensor *out) {
-    if (ag_kt_same_shape(t, out)) return AG_OK;
-    char a[160], b[160];
-    return cu_fail(AG_ERR_SHAPE, "%s: %s %s has shape %s but the output has shape %s", name,
-                   ag_dtype_name(t->dtype), role, ag_kt_shape_str(t, a, sizeof a),
-                   ag_kt_shape_str(out, b, sizeof b));
-}
-
-/* Element offset of flat index i of t (row-major over its shape). */
-static long long host_offset(const ag_kernel_tensor *t, long long i) {
-    long long off = t->offset;
-    for (int d = t->ndim - 1; d >= 0; d--) {
-        off += (i % t->shape[d]) * t->strides[d];
-        i /= t->shape[d];
-    }
-    return off;
 }
 
 /* ---- layer_norm ---- */
@@ -299,9 +194,9 @@ static ag_status layer_norm_entry(const ag_kernel_args *args) {
     const ag_dtype dtype = first_input_dtype(args);
     const ag_dtype dtypes[4] = {dtype, dtype, dtype, dtype};
     ag_status st = cu_check_call(args, name, n_in, 1, dtypes);
-    if (st != AG_OK || (st = check_float(name, dtype)) != AG_OK) return st;
+    if (st != AG_OK || (st = ag_kt_check_float(name, "input", dtype, cu_fail)) != AG_OK) return st;
     const ag_kernel_tensor *x = &args->inputs[0], *out = &args->outputs[0];
-    if ((st = check_like_out(name, x, "input", out)) != AG_OK) return st;
+    if ((st = ag_kt_check_like(name, x, "input", dtype, out, cu_fail)) != AG_OK) return st;
     const long long n_norm = args->attrs->ints[0];
     if (n_norm < 1 || n_norm > out->ndim)
         return cu_fail(AG_ERR_INVALID_ARG,
@@ -328,11 +223,12 @@ static ag_status layer_norm_entry(const ag_kernel_args *args) {
     }
     for (int i = 0; i < 4; i++) ag_kt_coalesce(&row[i], 1);
     const long long nrows = ag_kt_numel(&starts[0]), len = ag_kt_numel(&row[0]);
-    const int lanes = row_lanes(args->device, &starts[1], nrows, len, inner_stride(&row[1]));
+    const int lanes = cu_whole_row_lanes(args->device, &starts[1], nrows, len,
+                                         cu_inner_stride(&row[1]), ROW_BLOCK_MAX);
 
     cudaStream_t stream;
     if ((st = cu_enter(args->device, name, &stream)) != AG_OK) return st;
-    const unsigned threads = block_threads(lanes);
+    const unsigned threads = cu_block_threads(lanes);
     const unsigned blocks = cu_grid_size(args->device, nrows * lanes, threads);
     const cu_view v[6] = {cu_view_of(&starts[0]), cu_view_of(&row[0]), cu_view_of(&starts[1]),
                           cu_view_of(&row[1]),    cu_view_of(&row[2]), cu_view_of(&row[3])};
@@ -376,7 +272,7 @@ static ag_status check_targets(int device, cudaStream_t stream, const ag_kernel_
     if (st != AG_OK || first_bad == ULLONG_MAX) return st;
     long long target = 0;
     st = cu_read_back(device, &target,
-                      cu_data<const long long>(tv) + host_offset(tv, (long long)first_bad),
+                      cu_data<const long long>(tv) + ag_kt_offset(tv, (long long)first_bad),
                       sizeof target, name);
     if (st != AG_OK) return st;
     return cu_fail(AG_ERR_INDEX,
@@ -391,16 +287,12 @@ static ag_status cross_entropy_entry(const ag_kernel_args *args) {
     const ag_dtype dtype = first_input_dtype(args);
     const ag_dtype dtypes[3] = {dtype, AG_I64, dtype};
     ag_status st = cu_check_call(args, name, 2, 1, dtypes);
-    if (st != AG_OK || (st = check_float(name, dtype)) != AG_OK) return st;
+    if (st != AG_OK || (st = ag_kt_check_float(name, "input", dtype, cu_fail)) != AG_OK) return st;
     const ag_kernel_tensor *x = &args->inputs[0], *t = &args->inputs[1], *out = &args->outputs[0];
-    if ((st = check_like_out(name, t, "target", out)) != AG_OK) return st;
     const long long cdim = args->attrs->ints[0];
-    if (cdim < 0 || cdim >= x->ndim) {
-        char s[160];
-        return cu_fail(AG_ERR_INVALID_ARG,
-                       "%s: dim %lld is out of range for a %s tensor of shape %s", name, cdim,
-                       ag_dtype_name(x->dtype), ag_kt_shape_str(x, s, sizeof s));
-    }
+    if ((st = ag_kt_check_like(name, t, "target", AG_I64, out, cu_fail)) != AG_OK ||
+        (st = ag_kt_check_dim(name, x, cdim, cu_fail)) != AG_OK)
+        return st;
     /* xv: the logits without the class dim (each position's class 0), out's shape. */
     ag_kernel_tensor ov = *out, tv = *t, xv = *x;
     xv.ndim = x->ndim - 1;
@@ -434,8 +326,8 @@ static ag_status cross_entropy_entry(const ag_kernel_args *args) {
         (st = check_targets(args->device, stream, &tv, npos, classes, ignore)) != AG_OK)
         return st;
 
-    const int lanes = row_lanes(args->device, &xv, npos, classes, cstride);
-    const unsigned threads = block_threads(lanes);
+    const int lanes = cu_whole_row_lanes(args->device, &xv, npos, classes, cstride, ROW_BLOCK_MAX);
+    const unsigned threads = cu_block_threads(lanes);
     const unsigned blocks = cu_grid_size(args->device, npos * lanes, threads);
     const cu_view o = cu_view_of(&ov), tg = cu_view_of(&tv), xs = cu_view_of(&xv);
     const long long *target = cu_data<const long long>(&tv);

@@ -10,44 +10,16 @@
  * Bit-for-bit agreement with the cpu: the cpu build performs every product, sum, quotient
  * and square root as a separate IEEE operation (x86-64 without FMA), while nvcc contracts
  * a*b + c into one fused multiply-add by default (-fmad=true), which rounds once instead of
- * twice. Every operation below therefore goes through the __fmul_rn/__fadd_rn (__dmul_rn/
- * __dadd_rn) intrinsics, which are never contracted, and through __fdiv_rn/__fsqrt_rn
- * (__ddiv_rn/__dsqrt_rn), which stay correctly rounded even under -use_fast_math or
- * -prec-div=false. The results then depend on no compiler flag. */
+ * twice. Every operation below therefore goes through cu_add_rn, cu_mul_rn, cu_div_rn and
+ * cu_sqrt_rn (cuda_kernel_util.cuh: the __fadd_rn... intrinsics), which are never contracted
+ * and stay correctly rounded even under -use_fast_math or -prec-div=false. The results then
+ * depend on no compiler flag. */
 #include <math.h>
-#include <string.h>
 
 #include "cuda_kernel_util.cuh"
 
 /* Key dtypes of both kernels. */
 #define DT_F ((1u << AG_F32) | (1u << AG_F64))
-
-/* ---- IEEE operations that are never fused or approximated (see the file comment) ---- */
-
-__device__ __forceinline__ float op_add(float a, float b) {
-    return __fadd_rn(a, b);
-}
-__device__ __forceinline__ double op_add(double a, double b) {
-    return __dadd_rn(a, b);
-}
-__device__ __forceinline__ float op_mul(float a, float b) {
-    return __fmul_rn(a, b);
-}
-__device__ __forceinline__ double op_mul(double a, double b) {
-    return __dmul_rn(a, b);
-}
-__device__ __forceinline__ float op_div(float a, float b) {
-    return __fdiv_rn(a, b);
-}
-__device__ __forceinline__ double op_div(double a, double b) {
-    return __ddiv_rn(a, b);
-}
-__device__ __forceinline__ float op_sqrt(float a) {
-    return __fsqrt_rn(a);
-}
-__device__ __forceinline__ double op_sqrt(double a) {
-    return __dsqrt_rn(a);
-}
 
 /* ---- walking the operands ---- */
 
@@ -82,63 +54,6 @@ static void update_views_of(const ag_kernel_args *args, int n, update_views<K> *
     }
 }
 
-/* ---- argument checks shared by both kernels ---- */
-
-/* True when two kernel tensors are the same view of the same buffer. */
-static bool same_view(const ag_kernel_tensor *a, const ag_kernel_tensor *b) {
-    if (a->data != b->data || a->offset != b->offset || a->dtype != b->dtype || a->ndim != b->ndim)
-        return false;
-    const size_t bytes = (size_t)a->ndim * sizeof a->shape[0];
-    return memcmp(a->shape, b->shape, bytes) == 0 && memcmp(a->strides, b->strides, bytes) == 0;
-}
-
-/* Checks an update of n_in inputs (param, grad, state...), named by `roles`, of one float
- * dtype and shape, whose n_in - 1 outputs (param, state...) are the param and state inputs
- * themselves. Messages are the cpu backend's. */
-static ag_status check_update(const ag_kernel_args *args, const char *name, int n_in,
-                              const char *const *roles) {
-    /* The block and counts first, in the cpu backend's words (tests match "takes N inputs"
-     * for a momentum without its buffer); cu_check_call then checks extents, buffers and the
-     * device, given each tensor's own dtype: dtypes are checked below, naming the roles. */
-    if (!args || args->struct_size < sizeof(ag_kernel_args))
-        return cu_fail(AG_ERR_INVALID_ARG, "%s: missing or too small ag_kernel_args", name);
-    if (args->n_inputs != n_in || args->n_outputs != n_in - 1)
-        return cu_fail(AG_ERR_INVALID_ARG, "%s: takes %d inputs and %d outputs, got %d and %d",
-                       name, n_in, n_in - 1, args->n_inputs, args->n_outputs);
-    if (!args->inputs || !args->outputs || !args->attrs)
-        return cu_fail(AG_ERR_INVALID_ARG, "%s: NULL inputs, outputs or attrs", name);
-    ag_dtype own[7];
-    for (int i = 0; i < 2 * n_in - 1; i++)
-        own[i] = i < n_in ? args->inputs[i].dtype : args->outputs[i - n_in].dtype;
-    const ag_status st = cu_check_call(args, name, n_in, n_in - 1, own);
-    if (st != AG_OK) return st;
-    const ag_dtype key = args->inputs[0].dtype;
-    if (key != AG_F32 && key != AG_F64)
-        return cu_fail(AG_ERR_DTYPE, "%s: param is %s, expected float32 or float64", name,
-                       ag_dtype_name(key));
-    for (int i = 0; i < n_in; i++) {
-        const ag_kernel_tensor *t = &args->inputs[i];
-        if (t->dtype != key)
-            return cu_fail(AG_ERR_DTYPE, "%s: %s is %s, expected %s", name, roles[i],
-                           ag_dtype_name(t->dtype), ag_dtype_name(key));
-        if (!ag_kt_same_shape(t, &args->outputs[0])) {
-            char a[160], b[160];
-            return cu_fail(AG_ERR_SHAPE, "%s: %s %s has shape %s but the output has shape %s", name,
-                           ag_dtype_name(key), roles[i], ag_kt_shape_str(t, a, sizeof a),
-                           ag_kt_shape_str(&args->outputs[0], b, sizeof b));
-        }
-    }
-    for (int k = 0; k < n_in - 1; k++) {
-        const int in = k == 0 ? 0 : k + 1; /* the grad (input 1) is never written */
-        if (!same_view(&args->outputs[k], &args->inputs[in]))
-            return cu_fail(AG_ERR_INVALID_ARG,
-                           "%s: output %d must be the same view as input %d (%s): updates are "
-                           "in place",
-                           name, k, in, roles[in]);
-    }
-    return AG_OK;
-}
-
 /* ---- sgd_update ---- */
 
 /* The settings of one SGD call in the key dtype: lr already negated, keep = 1 - dampening. */
@@ -156,14 +71,15 @@ __global__ void __launch_bounds__(CU_THREADS)
         const long long pi = update_offset(u, 0, i);
         const T p = param[pi];
         T d = grad[update_offset(u, 1, i)];
-        if (c.l2) d = op_add(d, op_mul(c.weight_decay, p));
+        if (c.l2) d = cu_add_rn(d, cu_mul_rn(c.weight_decay, p));
         if (c.has_buf) {
             const long long bi = update_offset(u, 2, i);
-            const T b = c.first ? d : op_add(op_mul(buf[bi], c.momentum), op_mul(c.keep, d));
+            const T b =
+                c.first ? d : cu_add_rn(cu_mul_rn(buf[bi], c.momentum), cu_mul_rn(c.keep, d));
             buf[bi] = b;
-            d = c.nesterov ? op_add(d, op_mul(c.momentum, b)) : b;
+            d = c.nesterov ? cu_add_rn(d, cu_mul_rn(c.momentum, b)) : b;
         }
-        param[pi] = op_add(p, op_mul(c.neg_lr, d));
+        param[pi] = cu_add_rn(p, cu_mul_rn(c.neg_lr, d));
     }
 }
 
@@ -194,11 +110,9 @@ template <typename T> static ag_status sgd_launch(const ag_kernel_args *args, in
 
 /* sgd_update(param, grad[, momentum_buffer]) -> (param[, momentum_buffer]). */
 static ag_status sgd_update_entry(const ag_kernel_args *args) {
-    static const char *const roles[] = {"param", "grad", "momentum_buffer"};
-    /* The momentum buffer is there exactly when the momentum is not 0. */
-    const bool has_buf = args && args->attrs && args->attrs->reals[1] != 0;
-    const int n = has_buf ? 3 : 2;
-    const ag_status st = check_update(args, "sgd_update", n, roles);
+    const int n = ag_kt_sgd_inputs(args);
+    ag_status st = cu_check_call(args, "sgd_update", n, n - 1, NULL);
+    if (st == AG_OK) st = ag_kt_check_sgd(args, args->inputs[0].dtype, cu_fail);
     if (st != AG_OK) return st;
     return args->inputs[0].dtype == AG_F32 ? sgd_launch<float>(args, n)
                                            : sgd_launch<double>(args, n);
@@ -224,15 +138,15 @@ __global__ void __launch_bounds__(CU_THREADS)
         const long long pi = update_offset(u, 0, i), mi = update_offset(u, 2, i),
                         vi = update_offset(u, 3, i);
         T g = grad[update_offset(u, 1, i)], p = param[pi];
-        if (c.l2) g = op_add(g, op_mul(c.weight_decay, p));
-        if (c.decoupled) p = op_mul(p, c.decay);
+        if (c.l2) g = cu_add_rn(g, cu_mul_rn(c.weight_decay, p));
+        if (c.decoupled) p = cu_mul_rn(p, c.decay);
         const T m0 = c.first ? (T)0 : exp_avg[mi], v0 = c.first ? (T)0 : exp_avg_sq[vi];
-        const T m = op_add(op_mul(m0, c.beta1), op_mul(c.keep1, g));
-        const T v = op_add(op_mul(v0, c.beta2), op_mul(op_mul(c.keep2, g), g));
+        const T m = cu_add_rn(cu_mul_rn(m0, c.beta1), cu_mul_rn(c.keep1, g));
+        const T v = cu_add_rn(cu_mul_rn(v0, c.beta2), cu_mul_rn(cu_mul_rn(c.keep2, g), g));
         exp_avg[mi] = m;
         exp_avg_sq[vi] = v;
-        const T denom = op_add(op_div(op_sqrt(v), c.bc2_sqrt), c.eps);
-        param[pi] = op_add(p, op_div(op_mul(c.neg_step, m), denom));
+        const T denom = cu_add_rn(cu_div_rn(cu_sqrt_rn(v), c.bc2_sqrt), c.eps);
+        param[pi] = cu_add_rn(p, cu_div_rn(cu_mul_rn(c.neg_step, m), denom));
     }
 }
 
@@ -270,12 +184,9 @@ template <typename T> static ag_status adam_launch(const ag_kernel_args *args) {
 
 /* adam_update(param, grad, exp_avg, exp_avg_sq) -> (param, exp_avg, exp_avg_sq). */
 static ag_status adam_update_entry(const ag_kernel_args *args) {
-    static const char *const roles[] = {"param", "grad", "exp_avg", "exp_avg_sq"};
-    const ag_status st = check_update(args, "adam_update", 4, roles);
+    ag_status st = cu_check_call(args, "adam_update", 4, 3, NULL);
+    if (st == AG_OK) st = ag_kt_check_adam(args, args->inputs[0].dtype, cu_fail);
     if (st != AG_OK) return st;
-    if (args->attrs->ints[2] < 1)
-        return cu_fail(AG_ERR_INVALID_ARG, "adam_update: step must be >= 1, got %lld",
-                       (long long)args->attrs->ints[2]);
     return args->inputs[0].dtype == AG_F32 ? adam_launch<float>(args) : adam_launch<double>(args);
 }
 

@@ -19,24 +19,12 @@
 #define DT_F  ((1u << AG_F32) | (1u << AG_F64))
 #define DT_FI (DT_F | (1u << AG_I64))
 
-/* Threads an SM keeps resident at once (sm_80 and sm_90): the device is full with
- * sm_count * SM_THREADS threads. */
-#define SM_THREADS 2048
-/* Rows at least this long get a whole block when warps alone would leave the device idle. */
-#define BLOCK_ROW_MIN 2048
 /* Least elements each thread of a chunk folds when a reduction is split. */
 #define SPLIT_PER_THREAD 32
 /* Largest block of the softmax kernel (one block per long row when rows are very few). */
 #define SOFTMAX_BLOCK_MAX 1024
 
 /* ---- device helpers ---- */
-
-/* Element offset of flat index i of v, without divisions when v has at most one dim. */
-static __device__ __forceinline__ long long view_at(const cu_view &v, long long i) {
-    if (v.ndim == 0) return v.offset;
-    if (v.ndim == 1) return v.offset + i * v.strides[0];
-    return cu_offset(v, i);
-}
 
 /* Whether x is NaN (never for integers). */
 static __device__ __forceinline__ bool is_nan(float x) {
@@ -55,12 +43,9 @@ template <typename T> struct arg_acc {
     long long i;
 };
 
-/* v of lane (this lane ^ mask) of the warp; every lane of the warp must call it. */
-template <typename A> static __device__ __forceinline__ A shfl_xor(A v, int mask) {
-    return __shfl_xor_sync(0xffffffffu, v, mask);
-}
+/* cu_shfl_xor of an arg_acc: its value and position from lane (this lane ^ mask). */
 template <typename T>
-static __device__ __forceinline__ arg_acc<T> shfl_xor(arg_acc<T> v, int mask) {
+static __device__ __forceinline__ arg_acc<T> cu_shfl_xor(arg_acc<T> v, int mask) {
     v.v = __shfl_xor_sync(0xffffffffu, v.v, mask);
     v.i = __shfl_xor_sync(0xffffffffu, v.i, mask);
     return v;
@@ -179,25 +164,6 @@ template <typename T, bool is_max> struct arg_op {
 template <typename T> using argmax_op = arg_op<T, true>;
 template <typename T> using argmin_op = arg_op<T, false>;
 
-/* Combines the accumulators of each group of `lanes` threads with Op (lanes a power of two:
- * up to CU_WARP the aligned lanes of a warp, above it the whole block, lanes ==
- * blockDim.x); every thread of the group gets the result. `shared` holds CU_WARP
- * accumulators (unused up to a warp); every thread of the block must make the call. */
-template <typename Op>
-static __device__ __forceinline__ typename Op::acc group_combine(typename Op::acc a, int lanes,
-                                                                 typename Op::acc *shared) {
-    for (int m = (lanes < CU_WARP ? lanes : CU_WARP) / 2; m > 0; m /= 2)
-        a = Op::combine(a, shfl_xor(a, m));
-    if (lanes <= CU_WARP) return a;
-    const int lane = threadIdx.x % CU_WARP, warp = threadIdx.x / CU_WARP;
-    __syncthreads(); /* shared may still be read by the previous call */
-    if (lane == 0) shared[warp] = a;
-    __syncthreads();
-    a = lane < (int)(blockDim.x / CU_WARP) ? shared[lane] : Op::init();
-    for (int m = CU_WARP / 2; m > 0; m /= 2) a = Op::combine(a, shfl_xor(a, m));
-    return a;
-}
-
 /* A position in a view walked in row-major order: the index along each dim and the element
  * offset. The dim loops below are unrolled, so idx stays in registers. */
 struct walk {
@@ -265,8 +231,8 @@ fold(typename Op::acc a, const typename Op::in_t *x, const cu_view &inner, long 
 
 /* Pass 1 of a reduction. Row g < nout * split is chunk g / nout of output o = g % nout
  * (neighbouring threads of a one-lane group take neighbouring outputs), folded by `lanes`
- * threads; output o's reduced elements start at view_at(outer, o) of in and lie at inner's
- * offsets from there. With split == 1 the result goes to out at view_at(outv, o), else the
+ * threads; output o's reduced elements start at cu_view_at(outer, o) of in and lie at inner's
+ * offsets from there. With split == 1 the result goes to out at cu_view_at(outv, o), else the
  * row's accumulator to partial[g]. */
 template <typename Op>
 __global__ void __launch_bounds__(CU_THREADS)
@@ -276,7 +242,7 @@ __global__ void __launch_bounds__(CU_THREADS)
     __shared__ typename Op::acc shared[CU_WARP];
     const int rows_per_block = blockDim.x / lanes, lane = threadIdx.x % lanes;
     const long long nrows = nout * split, chunk = (nred + split - 1) / split;
-    /* The loop runs alike for the whole block, so every thread reaches group_combine. */
+    /* The loop runs alike for the whole block, so every thread reaches cu_group_combine. */
     for (long long row0 = (long long)blockIdx.x * rows_per_block; row0 < nrows;
          row0 += (long long)gridDim.x * rows_per_block) {
         const long long g = row0 + threadIdx.x / lanes;
@@ -284,20 +250,20 @@ __global__ void __launch_bounds__(CU_THREADS)
         if (g < nrows) {
             const long long begin = g / nout * chunk;
             const long long end = begin + chunk < nred ? begin + chunk : nred;
-            a = fold<Op>(a, in + view_at(outer, g % nout), inner, begin + lane, end, lanes);
+            a = fold<Op>(a, in + cu_view_at(outer, g % nout), inner, begin + lane, end, lanes);
         }
-        a = group_combine<Op>(a, lanes, shared);
+        a = cu_group_combine<Op>(a, lanes, shared);
         if (g < nrows && lane == 0) {
             if (split > 1)
                 partial[g] = a;
             else
-                out[view_at(outv, g)] = Op::result(a);
+                out[cu_view_at(outv, g)] = Op::result(a);
         }
     }
 }
 
 /* Pass 2 of a split reduction: output o combines partial[ch * nout + o] over its chunks ch,
- * one warp per output, and writes out at view_at(outv, o). */
+ * one warp per output, and writes out at cu_view_at(outv, o). */
 template <typename Op>
 __global__ void __launch_bounds__(CU_THREADS)
     reduce_finish(const typename Op::acc *partial, long long nout, long long split,
@@ -310,16 +276,16 @@ __global__ void __launch_bounds__(CU_THREADS)
         if (o < nout)
             for (long long ch = lane; ch < split; ch += CU_WARP)
                 a = Op::combine(a, partial[ch * nout + o]);
-        a = group_combine<Op>(a, CU_WARP, NULL);
-        if (o < nout && lane == 0) out[view_at(outv, o)] = Op::result(a);
+        a = cu_group_combine<Op>(a, CU_WARP, NULL);
+        if (o < nout && lane == 0) out[cu_view_at(outv, o)] = Op::result(a);
     }
 }
 
 /* ---- softmax kernel ---- */
 
 /* softmax (or log_softmax with is_log) over rows of len elements: row g < nrows starts at
- * view_at(xrows, g) of in and view_at(orows, g) of out, its elements sx and so apart; each
- * row is taken by `lanes` threads (a group as in group_combine). As the cpu backend: the
+ * cu_view_at(xrows, g) of in and cu_view_at(orows, g) of out, its elements sx and so apart; each
+ * row is taken by `lanes` threads (a group as in cu_group_combine). As the cpu backend: the
  * max and x - max in T, exp of a T (expf for f32), the sum of exp in double, then
  * log(sum) or 1/sum rounded to T once per row. A NaN in a row makes the whole row NaN
  * whichever NaN handling the max has, so the NaN-propagating one serves. */
@@ -335,15 +301,15 @@ __global__ void __launch_bounds__(SOFTMAX_BLOCK_MAX)
         const long long g = row0 + threadIdx.x / lanes;
         /* Threads past the last row take part in the combines with empty rows. */
         const long long n = g < nrows ? len : 0;
-        const T *x = in + (n ? view_at(xrows, g) : 0);
+        const T *x = in + (n ? cu_view_at(xrows, g) : 0);
         T mx = max_op<T>::init();
         for (long long r = lane; r < n; r += lanes) mx = max_op<T>::combine(mx, x[r * sx]);
-        mx = group_combine<max_op<T>>(mx, lanes, shared_max);
+        mx = cu_group_combine<max_op<T>>(mx, lanes, shared_max);
         double sum = 0;
         for (long long r = lane; r < n; r += lanes) sum += (double)exp(x[r * sx] - mx);
-        sum = group_combine<sum_op<T>>(sum, lanes, shared_sum);
+        sum = cu_group_combine<sum_op<T>>(sum, lanes, shared_sum);
         const T k = (T)(is_log ? log(sum) : 1 / sum);
-        T *o = out + (n ? view_at(orows, g) : 0);
+        T *o = out + (n ? cu_view_at(orows, g) : 0);
         for (long long r = lane; r < n; r += lanes) {
             const T d = x[r * sx] - mx;
             o[r * so] = is_log ? d - k : exp(d) * k;
@@ -352,52 +318,6 @@ __global__ void __launch_bounds__(SOFTMAX_BLOCK_MAX)
 }
 
 /* ---- host side ---- */
-
-/* Smallest power of two >= n (1 for n <= 1). */
-static int pow2_ceil(long long n) {
-    int p = 1;
-    while (p < n) p *= 2;
-    return p;
-}
-
-/* Threads that fill device `device`. */
-static long long device_threads(int device) {
-    return (long long)cu_device_at(device)->sm_count * SM_THREADS;
-}
-
-/* Threads per row for `rows` rows of `len` elements, in blocks of at most `block_max`
- * threads: one with `across` (rows neighbour in memory), the next power of two >= len for
- * short rows, a block for long rows when warps alone would not fill the device, else a
- * warp. */
-static int row_lanes(int device, long long rows, long long len, bool across, int block_max) {
-    if (across) return 1;
-    if (len <= CU_WARP) return pow2_ceil(len);
-    const long long full = device_threads(device);
-    if (len < BLOCK_ROW_MIN || rows * CU_WARP >= full) return CU_WARP;
-    return rows * block_max <= full ? block_max : CU_THREADS;
-}
-
-/* |s|. */
-static long long abs_ll(long long s) {
-    return s < 0 ? -s : s;
-}
-
-/* Innermost stride of a coalesced view (0 for 0 dims). */
-static long long inner_stride(const ag_kernel_tensor *t) {
-    return t->ndim ? t->strides[t->ndim - 1] : 0;
-}
-
-/* The dtype of the first input, the key dtype of these kernels (checked later). */
-static ag_dtype first_input_dtype(const ag_kernel_args *args) {
-    return args && args->n_inputs >= 1 && args->inputs ? args->inputs[0].dtype : AG_F32;
-}
-
-/* Fails with the message of a dim out of range, as the cpu backend words it. */
-static ag_status fail_dim(const char *name, const ag_kernel_tensor *t, long long dim) {
-    char s[160];
-    return cu_fail(AG_ERR_INVALID_ARG, "%s: dim %lld is out of range for a %s tensor of shape %s",
-                   name, dim, ag_dtype_name(t->dtype), ag_kt_shape_str(t, s, sizeof s));
-}
 
 /* The geometry of one reduction call. */
 typedef struct red_plan {
@@ -417,56 +337,32 @@ typedef struct red_plan {
  * `empty_ok` allows zero reduced elements per output. pl->nout == 0: nothing to do. */
 static ag_status plan_reduce(const ag_kernel_args *args, const char *name, bool one_dim,
                              bool empty_ok, red_plan *pl) {
-    const ag_dtype dtype = first_input_dtype(args);
-    const ag_dtype dtypes[2] = {dtype, one_dim ? AG_I64 : dtype};
-    ag_status st = cu_check_call(args, name, 1, 1, dtypes);
+    ag_status st = cu_check_call(args, name, 1, 1, NULL);
     if (st != AG_OK) return st;
+    const ag_kernel_tensor *in = &args->inputs[0], *out = &args->outputs[0];
+    const ag_dtype dtype = in->dtype;
     if (dtype != AG_F32 && dtype != AG_F64 && dtype != AG_I64)
         return cu_fail(AG_ERR_DTYPE, "%s: input is %s, expected float32, float64 or int64", name,
                        ag_dtype_name(dtype));
-    const ag_kernel_tensor *in = &args->inputs[0], *out = &args->outputs[0];
-    const long long dim = one_dim ? args->attrs->ints[0] : -1;
-    if (one_dim && (dim < 0 || dim >= in->ndim)) return fail_dim(name, in, dim);
-
+    st = ag_kt_check_reduce(args, name, dtype, one_dim, empty_ok, &pl->outer, &pl->inner, cu_fail);
+    if (st != AG_OK) return st;
     pl->dtype = dtype;
     pl->in = in->data;
     pl->out = out->data;
     pl->outv = *out;
-    pl->outer = *in;
-    pl->inner = *in;
-    pl->inner.offset = 0;
-    bool fits = in->ndim == out->ndim;
-    for (int d = 0; fits && d < in->ndim; d++) {
-        const bool reduced = one_dim ? d == dim : out->shape[d] == 1 && in->shape[d] != 1;
-        fits = reduced ? out->shape[d] == 1 : out->shape[d] == in->shape[d];
-        pl->outer.shape[d] = out->shape[d];
-        pl->inner.shape[d] = reduced ? in->shape[d] : 1;
-    }
-    if (!fits) {
-        char a[160], b[160];
-        return cu_fail(AG_ERR_SHAPE, "%s: %s input of shape %s cannot reduce to output shape %s",
-                       name, ag_dtype_name(dtype), ag_kt_shape_str(in, a, sizeof a),
-                       ag_kt_shape_str(out, b, sizeof b));
-    }
     pl->nout = ag_kt_numel(out);
     pl->nred = ag_kt_numel(&pl->inner);
     if (pl->nout == 0) return AG_OK;
-    if (pl->nred == 0 && !empty_ok) {
-        char a[160];
-        return cu_fail(AG_ERR_SHAPE, "%s: cannot reduce zero elements (%s input of shape %s)", name,
-                       ag_dtype_name(dtype), ag_kt_shape_str(in, a, sizeof a));
-    }
     /* Each view is indexed by its own flat index, so each is coalesced alone. */
     ag_kt_coalesce(&pl->outv, 1);
     ag_kt_coalesce(&pl->outer, 1);
     ag_kt_coalesce(&pl->inner, 1);
 
-    const bool across = pl->nout > 1 && pl->nred > 1 &&
-                        abs_ll(inner_stride(&pl->outer)) < abs_ll(inner_stride(&pl->inner));
-    pl->lanes = row_lanes(args->device, pl->nout, pl->nred, across, CU_THREADS);
+    const bool across = cu_rows_across(&pl->outer, pl->nout, pl->nred, cu_inner_stride(&pl->inner));
+    pl->lanes = cu_row_lanes(args->device, pl->nout, pl->nred, across, CU_THREADS);
     /* Rows too few to fill the device: cut each into chunks of at least SPLIT_PER_THREAD
      * elements per thread. */
-    const long long full = device_threads(args->device), row_threads = pl->nout * pl->lanes;
+    const long long full = cu_device_threads(args->device), row_threads = pl->nout * pl->lanes;
     pl->split = 1;
     if (row_threads < full) {
         const long long most = pl->nred / ((long long)pl->lanes * SPLIT_PER_THREAD);
@@ -544,43 +440,25 @@ static ag_status argmin_entry(const ag_kernel_args *args) {
 /* softmax (is_log false) or log_softmax over dim attrs->ints[0]. */
 template <bool is_log> static ag_status softmax_entry(const ag_kernel_args *args) {
     const char *name = is_log ? "log_softmax" : "softmax";
-    const ag_dtype dtype = first_input_dtype(args);
-    const ag_dtype dtypes[2] = {dtype, dtype};
-    ag_status st = cu_check_call(args, name, 1, 1, dtypes);
+    ag_status st = cu_check_call(args, name, 1, 1, NULL);
     if (st != AG_OK) return st;
-    if (dtype != AG_F32 && dtype != AG_F64)
-        return cu_fail(AG_ERR_DTYPE, "%s: input is %s, expected float32 or float64", name,
-                       ag_dtype_name(dtype));
     const ag_kernel_tensor *in = &args->inputs[0], *out = &args->outputs[0];
-    if (!ag_kt_same_shape(in, out)) {
-        char a[160], b[160];
-        return cu_fail(AG_ERR_SHAPE, "%s: %s input has shape %s but the output has shape %s", name,
-                       ag_dtype_name(dtype), ag_kt_shape_str(in, a, sizeof a),
-                       ag_kt_shape_str(out, b, sizeof b));
-    }
-    const long long dim = args->attrs->ints[0];
-    if ((out->ndim > 0 || dim != 0) && (dim < 0 || dim >= out->ndim))
-        return fail_dim(name, out, dim);
+    const ag_dtype dtype = in->dtype;
+    if ((st = ag_kt_check_float(name, "input", dtype, cu_fail)) != AG_OK ||
+        (st = ag_kt_check_softmax(args, name, dtype, cu_fail)) != AG_OK)
+        return st;
     if (ag_kt_numel(out) == 0) return AG_OK;
 
-    /* A 0-dim tensor is a row of one element. */
-    long long len = 1, sx = 0, so = 0;
-    ag_kernel_tensor rows[2] = {*in, *out};
-    if (out->ndim > 0) {
-        len = out->shape[dim];
-        sx = in->strides[dim];
-        so = out->strides[dim];
-        rows[0].shape[dim] = rows[1].shape[dim] = 1;
-    }
+    /* Each row's first element in in and out, each view coalesced alone. */
+    ag_kernel_tensor rows[2];
+    int64_t len, sx, so;
+    ag_kt_softmax_rows(in, out, args->attrs->ints[0], rows, &len, &sx, &so);
     ag_kt_coalesce(&rows[0], 1);
     ag_kt_coalesce(&rows[1], 1);
     const long long nrows = ag_kt_numel(&rows[0]);
-    /* One thread per row reads neighbouring rows together, but only pays off with enough
-     * rows to fill the device (there is no split here). */
-    const bool across = nrows > 1 && len > 1 && abs_ll(inner_stride(&rows[0])) < abs_ll(sx) &&
-                        nrows * 4 >= device_threads(args->device);
-    const int lanes = row_lanes(args->device, nrows, len, across, SOFTMAX_BLOCK_MAX);
-    const unsigned threads = lanes > CU_THREADS ? (unsigned)lanes : CU_THREADS;
+    /* No split here: see cu_whole_row_lanes. */
+    const int lanes = cu_whole_row_lanes(args->device, &rows[0], nrows, len, sx, SOFTMAX_BLOCK_MAX);
+    const unsigned threads = cu_block_threads(lanes);
 
     cudaStream_t stream;
     if ((st = cu_enter(args->device, name, &stream)) != AG_OK) return st;

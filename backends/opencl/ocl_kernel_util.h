@@ -1,11 +1,12 @@
 /* Host-side helpers shared by the kernel entries of the OpenCL backend (ocl_kernels_*.c):
  * argument checks, kernel arguments and launch sizes. Facts about views (element counts,
- * shape strings, coalescing) are backends/common/kernel_util.h's, shared with the other
- * backends. */
+ * shape strings, coalescing) are backends/common/kernel_util.h's and the checks of kernel
+ * calls backends/common/kernel_checks.h's, shared with the other backends. */
 #ifndef AG_OCL_KERNEL_UTIL_H
 #define AG_OCL_KERNEL_UTIL_H
 
 #include "ocl_internal.h"
+#include "../common/kernel_checks.h"
 
 #include <stdio.h>
 

@@ -14,49 +14,6 @@ extern const char ocl_source_index[];
 
 #define DT_FI ((1u << AG_F32) | (1u << AG_F64) | (1u << AG_I64))
 
-/* Input roles in messages; input 1 is always the index. */
-static const char *const g_roles[] = {"input 0", "index", "input 2"};
-
-/* Checks counts, dtypes (index i64, the rest the key dtype) and dim = attrs->ints[0]. */
-static ag_status check_index_args(const ag_kernel_args *args, const char *name, int n_inputs,
-                                  int *dim) {
-    if (!args || !args->inputs) return ocl_fail(AG_ERR_INVALID_ARG, "%s: no arguments", name);
-    const ag_dtype dtype = args->inputs[0].dtype;
-    const ag_dtype dts[4] = {dtype, AG_I64, dtype, dtype};
-    ag_status st = ocl_check_call(args, name, n_inputs, 1, dts);
-    if (st == AG_OK && args->outputs[0].dtype != dtype)
-        st = ocl_fail(AG_ERR_DTYPE, "%s: output is %s, expected %s", name,
-                      ag_dtype_name(args->outputs[0].dtype), ag_dtype_name(dtype));
-    const int64_t d = st == AG_OK ? args->attrs->ints[0] : 0;
-    if (st == AG_OK && (d < 0 || d >= args->inputs[0].ndim))
-        st = ocl_fail(AG_ERR_INVALID_ARG, "%s: dim %lld is out of range for %d dims", name,
-                      (long long)d, args->inputs[0].ndim);
-    *dim = (int)d;
-    return st;
-}
-
-/* The AG_ERR_SHAPE failure listing every shape of the call. */
-static ag_status shape_error(const ag_kernel_args *args, const char *name, int dim) {
-    char msg[512] = "", buf[160];
-    size_t used = 0;
-    for (int i = 0; i < args->n_inputs && used < sizeof msg; i++)
-        used += (size_t)snprintf(msg + used, sizeof msg - used, "%s %s, ", g_roles[i],
-                                 ag_kt_shape_str(&args->inputs[i], buf, sizeof buf));
-    return ocl_fail(AG_ERR_SHAPE, "%s: %s shapes %soutput %s do not fit along dim %d", name,
-                    ag_dtype_name(args->outputs[0].dtype), msg,
-                    ag_kt_shape_str(&args->outputs[0], buf, sizeof buf), dim);
-}
-
-/* True when t has ndim dims with t.shape[d] == ref[d] (exact) or <= ref[d] (!exact), for
- * every d except `skip`. */
-static bool extents_fit(const ag_kernel_tensor *t, int ndim, const int64_t *ref, int skip,
-                        bool exact) {
-    if (t->ndim != ndim) return false;
-    for (int d = 0; d < ndim; d++)
-        if (d != skip && (exact ? t->shape[d] != ref[d] : t->shape[d] > ref[d])) return false;
-    return true;
-}
-
 /* Fails with AG_ERR_INDEX when an element of `index` lies outside [0, size). */
 static ag_status check_indices(const ag_kernel_args *args, const char *name,
                                const ag_kernel_tensor *index, int64_t size, int dim) {
@@ -79,11 +36,7 @@ static ag_status check_indices(const ag_kernel_args *args, const char *name,
     if (st != AG_OK || bad == INT_MAX) return st;
 
     /* The offending element: position `bad` in row-major order of index's shape. */
-    int64_t off = index->offset, pos = bad;
-    for (int d = index->ndim - 1; d >= 0; d--) {
-        off += pos % index->shape[d] * index->strides[d];
-        pos /= index->shape[d];
-    }
+    const int64_t off = ag_kt_offset(index, bad);
     cl_long value = 0;
     if ((st = ocl_copy_to_host(dev, &value, index->data, (size_t)off * sizeof value,
                                sizeof value)) != AG_OK)
@@ -96,39 +49,25 @@ static ag_status check_indices(const ag_kernel_args *args, const char *name,
  * along dim. */
 static ag_status run_take(const ag_kernel_args *args, const char *name, bool select) {
     int dim;
-    ag_status st = check_index_args(args, name, 2, &dim);
+    ag_status st = ocl_check_call(args, name, 2, 1, NULL);
+    if (st == AG_OK)
+        st = ag_kt_check_take(args, name, args->inputs[0].dtype, select, &dim, ocl_fail);
     if (st != AG_OK) return st;
     const ag_kernel_tensor *x = &args->inputs[0], *index = &args->inputs[1];
     const ag_kernel_tensor *out = &args->outputs[0];
-    /* v[0] x (stride 0 at dim), v[1] the index, v[2] out: all walk out's shape. */
-    ag_kernel_tensor v[3] = {*out, *out, *out};
-    bool fits;
-    if (select) { /* out is x's shape with index's length at dim */
-        fits = index->ndim == 1 && extents_fit(out, x->ndim, x->shape, dim, true) &&
-               out->shape[dim] == index->shape[0];
-    } else { /* out is index's shape, at most x's off dim */
-        fits = extents_fit(index, x->ndim, x->shape, dim, false) &&
-               extents_fit(out, index->ndim, index->shape, -1, true);
-    }
-    if (!fits) return shape_error(args, name, dim);
     if ((st = check_indices(args, name, index, x->shape[dim], dim)) != AG_OK) return st;
     const int64_t count = ag_kt_numel(out);
     if (count == 0) return AG_OK;
-    v[0].data = x->data;
-    v[0].offset = x->offset;
-    v[1].data = index->data;
-    v[1].offset = index->offset;
-    for (int d = 0; d < out->ndim; d++) {
-        v[0].strides[d] = d == dim ? 0 : x->strides[d];
-        v[1].strides[d] = select ? (d == dim ? index->strides[0] : 0) : index->strides[d];
-    }
-    const int64_t step = x->strides[dim];
+    /* v[0] x (stride 0 at dim), v[1] out, v[2] the index: all walk out's shape. */
+    ag_kernel_tensor v[3];
+    int64_t step;
+    ag_kt_index_views(out, x, out, index, dim, select, v, &step);
     ag_kt_coalesce(v, 3);
     cl_kernel k;
     if ((st = ocl_kernel_get(args->device, ocl_source_index, x->dtype, NULL, "index_take", &k)) !=
         AG_OK)
         return st;
-    const ocl_arg a[] = {OCL_T(&v[0]), OCL_T(&v[1]), OCL_T(&v[2]), OCL_V(count), OCL_V(step)};
+    const ocl_arg a[] = {OCL_T(&v[0]), OCL_T(&v[2]), OCL_T(&v[1]), OCL_V(count), OCL_V(step)};
     if ((st = ocl_set_args(k, a, 5)) != AG_OK) return st;
     return ocl_launch(args->device, k, count, name);
 }
@@ -151,22 +90,14 @@ static ag_status copy_self(const ag_kernel_args *args, const char *name) {
  * out = self, then out[index] += source along dim. */
 static ag_status run_put_add(const ag_kernel_args *args, const char *name, bool index_add) {
     int dim;
-    ag_status st = check_index_args(args, name, 3, &dim);
+    const ag_kernel_tensor *walk; /* the tensor whose shape the accumulation covers */
+    ag_status st = ocl_check_call(args, name, 3, 1, NULL);
+    if (st == AG_OK)
+        st = ag_kt_check_put_add(args, name, args->inputs[0].dtype, index_add, &dim, &walk,
+                                 ocl_fail);
     if (st != AG_OK) return st;
     const ag_kernel_tensor *self = &args->inputs[0], *index = &args->inputs[1];
     const ag_kernel_tensor *src = &args->inputs[2], *out = &args->outputs[0];
-    bool fits = extents_fit(out, self->ndim, self->shape, -1, true);
-    const ag_kernel_tensor *walk; /* the tensor whose shape the accumulation covers */
-    if (index_add) {              /* source is self's shape with index's length at dim */
-        fits = fits && index->ndim == 1 && extents_fit(src, self->ndim, self->shape, dim, true) &&
-               src->shape[dim] == index->shape[0];
-        walk = src;
-    } else { /* index at most src everywhere, at most self off dim */
-        fits = fits && extents_fit(index, src->ndim, src->shape, -1, false) &&
-               extents_fit(index, self->ndim, self->shape, dim, false);
-        walk = index;
-    }
-    if (!fits) return shape_error(args, name, dim);
     if ((st = check_indices(args, name, index, self->shape[dim], dim)) != AG_OK) return st;
     if ((st = copy_self(args, name)) != AG_OK) return st;
 

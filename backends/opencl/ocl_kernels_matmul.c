@@ -16,25 +16,14 @@ static const struct {
     {"matmul_b4", 4, 4, 4, 2 * 4 * 5},
 };
 
+/* The matmul entry: the checks, then the first tile variant that the device runs. */
 static ag_status matmul_entry(const ag_kernel_args *args) {
-    if (!args || !args->inputs) return ocl_fail(AG_ERR_INVALID_ARG, "matmul: no arguments");
-    const ag_dtype dtype = args->inputs[0].dtype;
-    const ag_dtype dts[3] = {dtype, dtype, dtype};
-    ag_status st = ocl_check_call(args, "matmul", 2, 1, dts);
+    ag_status st = ocl_check_call(args, "matmul", 2, 1, NULL);
+    if (st == AG_OK) st = ag_kt_check_matmul(args, args->inputs[0].dtype, ocl_fail);
     if (st != AG_OK) return st;
     const ag_kernel_tensor *a = &args->inputs[0], *b = &args->inputs[1], *out = &args->outputs[0];
+    const ag_dtype dtype = a->dtype;
     const int nd = out->ndim;
-    bool fits = nd >= 2 && a->ndim == nd && b->ndim == nd;
-    for (int d = 0; fits && d < nd - 2; d++)
-        fits = a->shape[d] == out->shape[d] && b->shape[d] == out->shape[d];
-    fits = fits && a->shape[nd - 2] == out->shape[nd - 2] && a->shape[nd - 1] == b->shape[nd - 2] &&
-           b->shape[nd - 1] == out->shape[nd - 1];
-    if (!fits) {
-        char sa[160], sb[160], so[160];
-        return ocl_fail(AG_ERR_SHAPE, "matmul: %s shapes %s @ %s do not give output shape %s",
-                        ag_dtype_name(dtype), ag_kt_shape_str(a, sa, sizeof sa),
-                        ag_kt_shape_str(b, sb, sizeof sb), ag_kt_shape_str(out, so, sizeof so));
-    }
     const int64_t m = out->shape[nd - 2], n = out->shape[nd - 1], k = a->shape[nd - 1];
     /* The batch dims of the three operands, walked together. */
     ag_kernel_tensor batch[3] = {*out, *a, *b};

@@ -36,9 +36,7 @@ static ag_status key_dtype(const ag_kernel_args *args, const char *name, ag_dtyp
     if (!args || args->n_inputs < 1 || !args->inputs)
         return ocl_fail(AG_ERR_INVALID_ARG, "%s: no inputs", name);
     *out = args->inputs[0].dtype;
-    if (*out == AG_F32 || *out == AG_F64) return AG_OK;
-    return ocl_fail(AG_ERR_DTYPE, "%s: input is %s, expected float32 or float64", name,
-                    ag_dtype_name(*out));
+    return ag_kt_check_float(name, "input", *out, ocl_fail);
 }
 
 /* Checks that t has `ndim` dims of extents `shape`; `what` names the mismatch. */

@@ -5,7 +5,6 @@
 #include "ocl_kernel_util.h"
 
 #include <math.h>
-#include <string.h>
 
 extern const char ocl_source_optim[];
 
@@ -25,54 +24,6 @@ typedef struct settings {
     cl_float f32[MAX_SETTINGS];
     cl_double f64[MAX_SETTINGS];
 } settings;
-
-/* True when two kernel tensors are the same view of the same buffer. */
-static bool same_view(const ag_kernel_tensor *a, const ag_kernel_tensor *b) {
-    if (a->data != b->data || a->offset != b->offset || a->ndim != b->ndim) return false;
-    const size_t bytes = (size_t)a->ndim * sizeof a->shape[0];
-    return memcmp(a->shape, b->shape, bytes) == 0 && memcmp(a->strides, b->strides, bytes) == 0;
-}
-
-/* Checks an update of n_in inputs (param, grad, state...) of one float dtype and shape whose
- * outputs (param, state...) are the param and state inputs themselves. Messages are the cpu
- * backend's. */
-static ag_status check_update(const ag_kernel_args *args, const char *name, int n_in,
-                              const char *const *roles) {
-    if (!args || args->struct_size < sizeof(ag_kernel_args))
-        return ocl_fail(AG_ERR_INVALID_ARG, "%s: missing or too small ag_kernel_args", name);
-    if (args->n_inputs != n_in || args->n_outputs != n_in - 1)
-        return ocl_fail(AG_ERR_INVALID_ARG, "%s: takes %d inputs and %d outputs, got %d and %d",
-                        name, n_in, n_in - 1, args->n_inputs, args->n_outputs);
-    if (!args->inputs || !args->outputs || !args->attrs)
-        return ocl_fail(AG_ERR_INVALID_ARG, "%s: NULL inputs, outputs or attrs", name);
-    const ag_kernel_tensor *param = &args->inputs[0];
-    if (param->dtype != AG_F32 && param->dtype != AG_F64)
-        return ocl_fail(AG_ERR_DTYPE, "%s: param is %s, expected float32 or float64", name,
-                        ag_dtype_name(param->dtype));
-    for (int i = 0; i < n_in; i++) {
-        const ag_kernel_tensor *t = &args->inputs[i];
-        if (t->dtype != param->dtype)
-            return ocl_fail(AG_ERR_DTYPE, "%s: %s is %s, expected %s", name, roles[i],
-                            ag_dtype_name(t->dtype), ag_dtype_name(param->dtype));
-        bool fits = t->ndim == param->ndim && t->ndim <= AG_MAX_DIMS && t->data;
-        for (int d = 0; fits && d < t->ndim; d++) fits = t->shape[d] == param->shape[d];
-        if (!fits) {
-            char a[160], b[160];
-            return ocl_fail(AG_ERR_SHAPE, "%s: %s %s has shape %s but the param has shape %s", name,
-                            ag_dtype_name(t->dtype), roles[i], ag_kt_shape_str(t, a, sizeof a),
-                            ag_kt_shape_str(param, b, sizeof b));
-        }
-    }
-    for (int k = 0; k < n_in - 1; k++) {
-        const int in = k == 0 ? 0 : k + 1; /* the grad (input 1) is never written */
-        if (!same_view(&args->outputs[k], &args->inputs[in]))
-            return ocl_fail(AG_ERR_INVALID_ARG,
-                            "%s: output %d must be the same view as input %d (%s): updates are "
-                            "in place",
-                            name, k, in, roles[in]);
-    }
-    return AG_OK;
-}
 
 /* Runs kernel `kernel` of optim.cl over the param's elements with arguments: the n tensors
  * (param, grad, state; absent state passes the param again), the count, the settings and
@@ -106,13 +57,13 @@ static void add_setting(settings *s, double x) {
     s->f64[s->count++] = x;
 }
 
+/* sgd_update(param, grad[, momentum_buffer]) -> (param[, momentum_buffer]). */
 static ag_status sgd_update(const ag_kernel_args *args) {
-    static const char *const roles[] = {"param", "grad", "momentum_buffer"};
-    /* The momentum buffer is there exactly when the momentum is not 0. */
-    const bool has_buf = args && args->attrs && args->attrs->reals[1] != 0;
-    const int n = has_buf ? 3 : 2;
-    const ag_status st = check_update(args, "sgd_update", n, roles);
+    const int n = ag_kt_sgd_inputs(args);
+    ag_status st = ocl_check_call(args, "sgd_update", n, n - 1, NULL);
+    if (st == AG_OK) st = ag_kt_check_sgd(args, args->inputs[0].dtype, ocl_fail);
     if (st != AG_OK) return st;
+    const bool has_buf = n == 3;
     const ag_attrs *at = args->attrs;
     settings s = {.dtype = args->inputs[0].dtype};
     add_setting(&s, -at->reals[0]);    /* neg_lr */
@@ -124,14 +75,12 @@ static ag_status sgd_update(const ag_kernel_args *args) {
     return run_update(args, "ag_sgd_update", n, &s, flags);
 }
 
+/* adam_update(param, grad, exp_avg, exp_avg_sq) -> (param, exp_avg, exp_avg_sq). */
 static ag_status adam_update(const ag_kernel_args *args) {
-    static const char *const roles[] = {"param", "grad", "exp_avg", "exp_avg_sq"};
-    const ag_status st = check_update(args, "adam_update", 4, roles);
+    ag_status st = ocl_check_call(args, "adam_update", 4, 3, NULL);
+    if (st == AG_OK) st = ag_kt_check_adam(args, args->inputs[0].dtype, ocl_fail);
     if (st != AG_OK) return st;
     const ag_attrs *at = args->attrs;
-    if (at->ints[2] < 1)
-        return ocl_fail(AG_ERR_INVALID_ARG, "adam_update: step must be >= 1, got %lld",
-                        (long long)at->ints[2]);
     const double lr = at->reals[0], b1 = at->reals[1], b2 = at->reals[2], wd = at->reals[4];
     const double step = (double)at->ints[2];
     settings s = {.dtype = args->inputs[0].dtype};

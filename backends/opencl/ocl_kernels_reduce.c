@@ -44,41 +44,19 @@ static void parts_free(int device, parts *p) {
  * does not, or with `arg` exactly dim attrs->ints[0] (output i64). `empty_ok`: zero
  * elements per output are allowed. */
 static ag_status run_reduce(const ag_kernel_args *args, const char *name, bool arg, bool empty_ok) {
-    if (!args || !args->inputs) return ocl_fail(AG_ERR_INVALID_ARG, "%s: no arguments", name);
-    const ag_dtype dtype = args->inputs[0].dtype;
-    const ag_dtype dts[2] = {dtype, arg ? AG_I64 : dtype};
-    ag_status st = ocl_check_call(args, name, 1, 1, dts);
-    if (st != AG_OK) return st;
-    const ag_kernel_tensor *in = &args->inputs[0], *out = &args->outputs[0];
-    const int64_t dim = arg ? args->attrs->ints[0] : -1;
-    if (arg && (dim < 0 || dim >= in->ndim))
-        return ocl_fail(AG_ERR_INVALID_ARG, "%s: dim %lld is out of range for %d dims", name,
-                        (long long)dim, in->ndim);
-
     /* views[0] out, views[1] in at each output's first element: both walk out's shape;
      * inner: the reduced elements from there. */
-    ag_kernel_tensor views[2] = {*out, *in}, inner = *in;
-    inner.offset = 0;
-    bool fits = in->ndim == out->ndim;
-    for (int d = 0; fits && d < in->ndim; d++) {
-        const bool reduced = arg ? d == dim : out->shape[d] == 1 && in->shape[d] != 1;
-        fits = reduced ? out->shape[d] == 1 : out->shape[d] == in->shape[d];
-        views[1].shape[d] = out->shape[d];
-        inner.shape[d] = reduced ? in->shape[d] : 1;
-    }
-    if (!fits) {
-        char a[160], b[160];
-        return ocl_fail(AG_ERR_SHAPE, "%s: %s input of shape %s cannot reduce to output shape %s",
-                        name, ag_dtype_name(dtype), ag_kt_shape_str(in, a, sizeof a),
-                        ag_kt_shape_str(out, b, sizeof b));
-    }
+    ag_kernel_tensor views[2], inner;
+    ag_status st = ocl_check_call(args, name, 1, 1, NULL);
+    if (st == AG_OK)
+        st = ag_kt_check_reduce(args, name, args->inputs[0].dtype, arg, empty_ok, &views[1], &inner,
+                                ocl_fail);
+    if (st != AG_OK) return st;
+    const ag_kernel_tensor *out = &args->outputs[0];
+    const ag_dtype dtype = args->inputs[0].dtype;
+    views[0] = *out;
     const int64_t nout = ag_kt_numel(out), nred = ag_kt_numel(&inner);
     if (nout == 0) return AG_OK;
-    if (nred == 0 && !empty_ok) {
-        char a[160];
-        return ocl_fail(AG_ERR_SHAPE, "%s: cannot reduce zero elements (%s input of shape %s)",
-                        name, ag_dtype_name(dtype), ag_kt_shape_str(in, a, sizeof a));
-    }
     ag_kt_coalesce(views, 2);
     ag_kt_coalesce(&inner, 1);
 
@@ -120,34 +98,16 @@ static ag_status run_reduce(const ag_kernel_args *args, const char *name, bool a
 
 /* softmax / log_softmax over dim attrs->ints[0]. */
 static ag_status run_softmax(const ag_kernel_args *args, const char *name) {
-    if (!args || !args->inputs) return ocl_fail(AG_ERR_INVALID_ARG, "%s: no arguments", name);
-    const ag_dtype dtype = args->inputs[0].dtype;
-    const ag_dtype dts[2] = {dtype, dtype};
-    ag_status st = ocl_check_call(args, name, 1, 1, dts);
+    ag_status st = ocl_check_call(args, name, 1, 1, NULL);
+    if (st == AG_OK) st = ag_kt_check_softmax(args, name, args->inputs[0].dtype, ocl_fail);
     if (st != AG_OK) return st;
     const ag_kernel_tensor *in = &args->inputs[0], *out = &args->outputs[0];
-    const int64_t dim = args->attrs->ints[0];
-    bool fits = in->ndim == out->ndim;
-    for (int d = 0; fits && d < in->ndim; d++) fits = in->shape[d] == out->shape[d];
-    if (!fits) {
-        char a[160], b[160];
-        return ocl_fail(AG_ERR_SHAPE, "%s: input shape %s differs from output shape %s", name,
-                        ag_kt_shape_str(in, a, sizeof a), ag_kt_shape_str(out, b, sizeof b));
-    }
-    if ((out->ndim > 0 || dim != 0) && (dim < 0 || dim >= out->ndim))
-        return ocl_fail(AG_ERR_INVALID_ARG, "%s: dim %lld is out of range for %d dims", name,
-                        (long long)dim, out->ndim);
+    const ag_dtype dtype = in->dtype;
     if (ag_kt_numel(out) == 0) return AG_OK;
 
-    /* A 0-dim tensor is a row of one element. */
-    int64_t len = 1, sx = 0, so = 0;
-    ag_kernel_tensor rows[2] = {*in, *out};
-    if (out->ndim > 0) {
-        len = out->shape[dim];
-        sx = in->strides[dim];
-        so = out->strides[dim];
-        rows[0].shape[dim] = rows[1].shape[dim] = 1;
-    }
+    ag_kernel_tensor rows[2];
+    int64_t len, sx, so;
+    ag_kt_softmax_rows(in, out, args->attrs->ints[0], rows, &len, &sx, &so);
     ag_kt_coalesce(rows, 2);
     const int64_t nrows = ag_kt_numel(&rows[0]);
     cl_kernel k;
