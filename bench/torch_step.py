@@ -10,10 +10,10 @@ Prints the median over --steps steps after --warmup untimed ones, in ms/step.
 import argparse
 import os
 import statistics
-import time
 
 import torch
-import torch.nn as nn
+
+from torch_workloads import make_p_step, time_calls
 
 
 def main():
@@ -27,31 +27,10 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu or cuda (timed with synchronisation)")
     args = ap.parse_args()
 
-    torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     h = args.hidden
-    dev = torch.device(args.device)
-    model = nn.Sequential(nn.Linear(784, h), nn.GELU(), nn.Linear(h, h), nn.GELU(),
-                          nn.LayerNorm(h), nn.Linear(h, 10)).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.steps + args.warmup)
-    crit = nn.CrossEntropyLoss(label_smoothing=0.1)
-    x = torch.randn(args.batch_size, 784, device=dev)
-    y = torch.arange(args.batch_size, device=dev) % 10
-    model.train()
-
-    times = []
-    for i in range(args.warmup + args.steps):
-        start = time.perf_counter()
-        loss = crit(model(x), y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        loss_value = loss.item()
-        if i >= args.warmup:
-            times.append((time.perf_counter() - start) * 1e3)
+    step = make_p_step(args.batch_size, h, args.steps + args.warmup, torch.device(args.device))
+    times, loss_value = time_calls(step, args.warmup, args.steps)
 
     # loss.item() waits for the device each step, so the times include the GPU's work.
     print(f"torch {torch.__version__} on {args.device}: {statistics.median(times):.2f} ms/step (median of "
