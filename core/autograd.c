@@ -94,11 +94,13 @@ static ag_status run_hooks(ag_hook *hooks, int output_nr, ag_tensor **grad) {
 
 /* PyTorch's AccumulateGrad: the first gradient is stored (a private contiguous copy unless
  * create_graph), later ones are added; in place unless create_graph, so the graph of a
- * differentiable .grad is kept. */
+ * differentiable .grad is kept. A first gradient that nothing else references (the caller's
+ * one reference, no other tensor on its storage) is stored as it is, not copied: the
+ * common case of a fresh gradient from a backward function. */
 static ag_status accumulate_grad(ag_tensor *t, ag_tensor *g, bool create_graph) {
     if (!t->grad) {
-        if (create_graph ||
-            (g->refcount == 1 && !g->is_view && ag_is_contiguous(g) && !g->grad_fn)) {
+        if (create_graph || (g->refcount == 1 && g->storage->refcount == 1 && !g->is_view &&
+                             ag_is_contiguous(g) && !g->grad_fn)) {
             t->grad = ag_retain(g);
             return AG_OK;
         }
@@ -118,8 +120,9 @@ static ag_status accumulate_grad(ag_tensor *t, ag_tensor *g, bool create_graph) 
     return ag_add_(t->grad, g) ? AG_OK : ag_last_status();
 }
 
+/* Delivers gradient g of leaf (hooks, then captured or accumulated into .grad). Takes over
+ * the caller's reference to g, so that accumulate_grad can tell an unshared g. */
 static ag_status deliver_to_leaf(ag_tensor *leaf, ag_tensor *g, capture *cap, bool create) {
-    ag_retain(g);
     ag_status st = run_hooks(leaf->hooks, 0, &g);
     if (st == AG_OK) {
         if (cap) {
@@ -300,8 +303,10 @@ static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, no
         if (st == AG_OK && in_g[i]) {
             if (e->node)
                 st = accumulate(&e->node->grad_buf[e->input_nr], in_g[i]);
-            else if (e->leaf)
+            else if (e->leaf) {
                 st = deliver_to_leaf(e->leaf, in_g[i], cap, create);
+                in_g[i] = NULL; /* deliver_to_leaf took the reference */
+            }
         }
         ag_release(in_g[i]);
         if (e->node && --e->node->deps == 0 && st == AG_OK) st = list_push(ready, e->node);
@@ -398,6 +403,7 @@ static ag_status run_backward(int n_roots, ag_tensor *const *roots, ag_tensor *c
             st = accumulate(&n->grad_buf[roots[r]->output_nr], seed);
         } else {
             st = deliver_to_leaf(roots[r], seed, cap, create);
+            seed = NULL; /* deliver_to_leaf took the reference */
         }
         ag_release(seed);
     }

@@ -2,9 +2,10 @@
  *
  * layer_norm and the class-index cross_entropy run fused backend kernels ("layer_norm",
  * "cross_entropy", docs/kernels.md); their backwards are written in ag ops, recomputing
- * mean/rstd or softmax from the saved inputs, so they can be differentiated again. The
- * rest (linear, dropout, embedding, mse, probability-target cross_entropy, bce) are
- * composites of public ops, each in its own scope. */
+ * mean/rstd or softmax from the saved inputs, so they can be differentiated again. linear
+ * is one op too (the "matmul" and "add" kernels), so that its weight gradient comes out in
+ * the weight's own layout. The rest (dropout, embedding, mse, probability-target
+ * cross_entropy, bce) are composites of public ops, each in its own scope. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +22,11 @@ static bool have(const char *op, int n, ag_tensor *const *tensors) {
             return false;
         }
     return true;
+}
+
+/* Whether dtype is float32 or float64. */
+static bool is_float_dtype(ag_dtype dtype) {
+    return dtype == AG_F32 || dtype == AG_F64;
 }
 
 /* False (with an error) unless t is float32 or float64; role names t in the message. */
@@ -55,6 +61,77 @@ static ag_tensor *reduce_loss(ag_tensor *loss, ag_reduction r) {
 
 /* ---- linear ---- */
 
+/* Kernels the linear op runs (kernel lookups only; not registered as ops). */
+static ag_op_def linear_matmul = {.name = "linear", .kernel = "matmul"};
+static ag_op_def linear_add = {.name = "linear", .kernel = "add"};
+
+/* x [..., in] as a matrix [rows, in] (a view when x's leading dims allow, else a copy). */
+static ag_tensor *as_rows(ag_tensor *x) {
+    return x->ndim == 2 ? x : ag_reshape(x, 2, (int64_t[]){-1, x->shape[x->ndim - 1]});
+}
+
+/* dx = g @ weight, dweight = g^T @ x over every leading position, dbias = sum of g over the
+ * leading dims. dweight is computed as [out, in] directly (not as the transpose of an
+ * [in, out] product), so it is contiguous like the weight and is stored as .grad without a
+ * copy. */
+static ag_status linear_backward(ag_backward_ctx *ctx) {
+    ag_tensor *x = SAVED(ctx, 0), *w = SAVED(ctx, 1), *g = GRAD_OUT(ctx);
+    if (NEEDS(ctx, 0)) ctx->grad_inputs[0] = ag_matmul(g, w);
+    if (NEEDS(ctx, 1)) ctx->grad_inputs[1] = ag_matmul(ag_transpose(as_rows(g), 0, 1), as_rows(x));
+    if (ctx->node->n_inputs > 2 && NEEDS(ctx, 2)) {
+        int dims[AG_MAX_DIMS];
+        for (int d = 0; d + 1 < g->ndim; d++) dims[d] = d;
+        ctx->grad_inputs[2] = ag_sum(g, g->ndim - 1, dims, false);
+    }
+    return AG_OK;
+}
+
+/* out = x @ weight^T (the weight read transposed through its strides, leading dims of x
+ * as batch dims), then out += bias in place. */
+static ag_status linear_forward(ag_op_ctx *ctx) {
+    ag_tensor *x = ctx->inputs[0], *w = ctx->inputs[1];
+    const int nd = x->ndim;
+    int64_t shape[AG_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[nd - 1] = w->shape[0];
+    ag_tensor *out = ag__tensor_alloc(x->dtype, nd, shape, x->storage->device);
+    if (!out) return ag_last_status();
+    ag_kernel_tensor kin[2], kout;
+    ag__kt(x, &kin[0]);
+    ag__kt(out, &kout);
+    /* weight^T [in, out], broadcast (stride 0) over x's leading dims. */
+    ag__kt(w, &kin[1]);
+    kin[1].ndim = nd;
+    for (int d = 0; d < nd - 2; d++) {
+        kin[1].shape[d] = x->shape[d];
+        kin[1].strides[d] = 0;
+    }
+    kin[1].shape[nd - 2] = w->shape[1];
+    kin[1].strides[nd - 2] = w->strides[1];
+    kin[1].shape[nd - 1] = w->shape[0];
+    kin[1].strides[nd - 1] = w->strides[0];
+    const ag_device dev = x->storage->device;
+    ag_status st = ag__run_kernel(&linear_matmul, dev, x->dtype, 2, kin, 1, &kout, NULL);
+    if (st == AG_OK && ctx->n_inputs > 2) {
+        ag_kernel_tensor kadd[2] = {kout};
+        ag__kt_broadcast(ctx->inputs[2], nd, shape, &kadd[1]);
+        st = ag__run_kernel(&linear_add, dev, x->dtype, 2, kadd, 1, &kout, NULL);
+    }
+    if (st != AG_OK) {
+        ag_release(out);
+        return st;
+    }
+    ctx->outputs[0] = out;
+    return AG_OK;
+}
+
+static ag_op_def op_linear = {.name = "linear",
+                              .n_inputs = -1,
+                              .n_outputs = 1,
+                              .save_inputs = 3, /* x and weight */
+                              .forward = linear_forward,
+                              .backward = linear_backward};
+
 /* x @ weight^T + bias for x [..., in] (or [in]), weight [out, in], bias [out] or NULL. */
 ag_tensor *ag_linear(ag_tensor *x, ag_tensor *weight, ag_tensor *bias) {
     if (!have("linear", 2, (ag_tensor *[]){x, weight})) return NULL;
@@ -73,6 +150,14 @@ ag_tensor *ag_linear(ag_tensor *x, ag_tensor *weight, ag_tensor *bias) {
                   ag__shape_fmt(sb, sizeof sb, bias->ndim, bias->shape), sw,
                   (long long)weight->shape[0]);
         return NULL;
+    }
+    /* The fused op takes 2-d and batched float inputs of one dtype; a 1-d x and mixed or
+     * integer dtypes take the composite path, with matmul's promotion rules. */
+    const bool fused = x->ndim >= 2 && is_float_dtype(x->dtype) && weight->dtype == x->dtype &&
+                       (!bias || bias->dtype == x->dtype);
+    if (fused) {
+        ag_tensor *in[3] = {x, weight, bias};
+        return ag__dispatch1(&op_linear, bias ? 3 : 2, in, NULL);
     }
     ag_scope *scope = ag_scope_begin();
     ag_tensor *r = ag_matmul(x, ag_transpose(weight, 0, 1));
@@ -447,6 +532,6 @@ ag_tensor *ag_bce_with_logits(ag_tensor *logits, ag_tensor *target, ag_tensor *p
 
 /* Registers the nn ops with fused kernels. */
 ag_status ag__register_nn_ops(void) {
-    static ag_op_def *const ops[] = {&op_layer_norm, &op_cross_entropy};
+    static ag_op_def *const ops[] = {&op_linear, &op_layer_norm, &op_cross_entropy};
     return ag__register_all(ops, (int)(sizeof ops / sizeof ops[0]));
 }

@@ -54,3 +54,10 @@ if(TARGET ag_backend_cuda)
                        TIMEOUT 1800
                        SKIP_REGULAR_EXPRESSION "no CUDA device")
 endif()
+
+# The same on cudaemu, the CUDA backend's kernels emulated on the CPU (tests/cuda_emu).
+if(TARGET ag_backend_cudaemu)
+  add_test(NAME check_cudaemu COMMAND ag_cli check --backend cudaemu)
+  set_tests_properties(check_cudaemu PROPERTIES ENVIRONMENT "AG_PLUGINS=;${AG_TEST_ENV_cudaemu}"
+                       TIMEOUT 1800)
+endif()

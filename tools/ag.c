@@ -19,6 +19,8 @@ typedef struct command {
 static int cmd_info(int argc, char **argv);
 
 static const command commands[] = {
+    {"bench", "time ops, training steps and overhead per backend against hardware and PyTorch",
+     ag_cmd_bench},
     {"check", "check plugin ops: forward, gradcheck, gradgradcheck on each backend", ag_cmd_check},
     {"info", "show the version, backend search path, backends, devices and plugins", cmd_info},
     {"overhead", "measure the framework's cost per tiny op (forward, backward)", ag_cmd_overhead},

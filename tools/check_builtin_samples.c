@@ -271,6 +271,14 @@ const builtin_sample check_builtin_samples[] = {
      .inputs = {X(-3, 3, 5, 7), XT(-3, 3, 3, 7), X(-3, 3, 4, 7)}},
 
     /* nn */
+    {.op = "linear",
+     .note = "bias",
+     .dtypes = FLOATS,
+     .inputs = {X(-2, 2, 17, 33), X(-1, 1, 9, 33), X(-1, 1, 9)}},
+    {.op = "linear",
+     .note = "batched x, strided weight",
+     .dtypes = FLOATS,
+     .inputs = {XT(-2, 2, 3, 5, 33), XT(-1, 1, 9, 33)}},
     {.op = "layer_norm",
      .note = "weight, bias",
      .dtypes = FLOATS,

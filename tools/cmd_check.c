@@ -15,7 +15,6 @@
  * a usage error. docs/backends.md and docs/writing-a-plugin.md describe it. */
 #include <errno.h>
 #include <getopt.h>
-#include <glob.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "ag/plugin.h"
+#include "backend_list.h"
 #include "check_builtin_samples.h"
 #include "commands.h"
 #include "internal.h"
@@ -1301,38 +1301,12 @@ static int pick_ops(const options *o, target **targets, int *n_targets, ag_op_de
     return rc;
 }
 
-/* Loads every backend found on the search path (each libag_backend_<name>.so), reporting
- * those that do not load; they are skipped. */
-static void load_all_backends(void) {
-    char dirs[8192], pattern[4200];
-    glob_t g = {0};
-    int flags = 0;
-    if (ag__backend_search_dirs(dirs, sizeof dirs) != AG_OK) return;
-    for (char *save, *dir = strtok_r(dirs, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
-        snprintf(pattern, sizeof pattern, "%s/libag_backend_*.so", dir);
-        if (glob(pattern, flags, NULL, &g) == 0) flags = GLOB_APPEND;
-    }
-    for (size_t i = 0; flags && i < g.gl_pathc; i++) {
-        char name[64];
-        const char *base = strrchr(g.gl_pathv[i], '/') + 1 + strlen("libag_backend_");
-        int len = (int)(strlen(base) - strlen(".so")), index;
-        snprintf(name, sizeof name, "%.*s", len, base);
-        bool seen = false; /* the same name in an earlier directory was tried already */
-        for (size_t k = 0; k < i; k++)
-            seen |= strcmp(strrchr(g.gl_pathv[k], '/'), strrchr(g.gl_pathv[i], '/')) == 0;
-        if (!seen && ag_backend_load(name, &index) != AG_OK)
-            printf("backend %s skipped: %s\n", name, ag_last_error());
-        ag_clear_error();
-    }
-    if (flags) globfree(&g);
-}
-
 /* Fills devs with the devices to check on: those of --backend, else device 0 of every
  * backend that loads. Returns -1 to go on, else the exit status. */
 static int pick_devices(const options *o, ag_device *devs, int *n_devs) {
     *n_devs = 0;
     if (!o->n_backends) {
-        load_all_backends();
+        ag_tool_load_all_backends();
         for (int b = 0; b < ag_backend_count(); b++) devs[(*n_devs)++] = (ag_device){b, 0};
         return -1;
     }

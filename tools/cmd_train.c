@@ -10,6 +10,7 @@
 #include <string.h>
 #include "ag/io.h"
 #include "ag/train.h"
+#include "bench.h"
 #include "commands.h"
 
 /* Warm-up steps of --bench-steps, not timed. */
@@ -201,55 +202,31 @@ static int parse_args(int argc, char **argv, train_args *a) {
     return -1;
 }
 
-static int compare_doubles(const void *x, const void *y) {
-    double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
-
 /* --bench-steps: one training step = forward, loss, backward, clip, AdamW, schedule and
- * zero_grad on one batch (no accumulation), on fixed random inputs; prints the median. */
+ * zero_grad on one batch (no accumulation), on fixed random inputs (tools/bench.h's p_step,
+ * which `ag bench` times too); prints the median. */
 static int bench(const train_args *a) {
-    ag_train_config cfg = a->config;
-    cfg.accumulate = 1;
-    int64_t n = a->bench_steps;
-    ag_trainer t;
-    if (ag_trainer_init(&t, &cfg, n + BENCH_WARMUP) != AG_OK) return fail("building the model");
-    ag_generator *gen = ag_generator_new(cfg.seed);
-    int64_t *labels = malloc((size_t)cfg.batch_size * sizeof *labels);
-    double *ms = malloc((size_t)n * sizeof *ms);
-    ag_tensor *x =
-        gen ? ag_randn(gen, AG_F32, 2, (int64_t[]){cfg.batch_size, cfg.in_features}) : NULL;
-    ag_tensor *y = NULL;
-    if (labels) {
-        for (int64_t i = 0; i < cfg.batch_size; i++) labels[i] = i % cfg.classes;
-        y = ag_from_i64(labels, 1, (int64_t[]){cfg.batch_size});
-    }
-    ag_status st = x && y && ms ? AG_OK : AG_ERR_OUT_OF_MEMORY;
-    double loss = 0;
-    for (int64_t i = 0; st == AG_OK && i < n + BENCH_WARMUP; i++) {
-        double start = ag_train_clock();
-        st = ag_trainer_accumulate(&t, x, y, 1, &loss);
-        if (st == AG_OK) st = ag_trainer_step(&t);
-        if (st == AG_OK) st = ag_synchronize(ag_default_device());
-        if (i >= BENCH_WARMUP) ms[i - BENCH_WARMUP] = (ag_train_clock() - start) * 1e3;
-    }
-    int rc = st == AG_OK ? 0 : fail("training step");
+    const int n = (int)a->bench_steps;
+    p_step s;
+    if (p_step_init(&s, &a->config, n + BENCH_WARMUP) != AG_OK) return fail("building the model");
+    const bench_timing timing = {
+        .warmup = BENCH_WARMUP, .inner = 1, .min_repeats = n, .max_repeats = n};
+    bench_stats ms;
+    int rc = bench_time(p_step_run, &s, ag_default_device(), &timing, &ms) == AG_OK
+                 ? 0
+                 : fail("training step");
     if (rc == 0) {
+        const ag_train_config *cfg = &s.trainer.config;
         char dev[64];
         ag_device_str(ag_default_device(), dev, sizeof dev);
-        qsort(ms, (size_t)n, sizeof *ms, compare_doubles);
-        printf("ag: %.2f ms/step (median of %lld steps after %d warm-up; min %.2f, max %.2f; "
+        ms = bench_scale(ms, 1e3);
+        printf("ag: %.2f ms/step (median of %d steps after %d warm-up; min %.2f, max %.2f; "
                "batch %lld, %lld-%lld-%lld-%lld MLP, %s, last loss %.4f)\n",
-               ms[n / 2], (long long)n, BENCH_WARMUP, ms[0], ms[n - 1], (long long)cfg.batch_size,
-               (long long)cfg.in_features, (long long)cfg.hidden, (long long)cfg.hidden,
-               (long long)cfg.classes, dev, loss);
+               ms.median, n, BENCH_WARMUP, ms.min, ms.max, (long long)cfg->batch_size,
+               (long long)cfg->in_features, (long long)cfg->hidden, (long long)cfg->hidden,
+               (long long)cfg->classes, dev, s.loss);
     }
-    ag_release(x);
-    ag_release(y);
-    free(ms);
-    free(labels);
-    ag_generator_free(gen);
-    ag_trainer_free(&t);
+    p_step_free(&s);
     return rc;
 }
 

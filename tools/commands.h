@@ -3,6 +3,9 @@
 #ifndef AG_TOOLS_COMMANDS_H
 #define AG_TOOLS_COMMANDS_H
 
+/* `ag bench`: ops, training steps and overhead per op on each backend, beside hardware
+ * references and PyTorch; table, CSV, JSON and PNG. */
+int ag_cmd_bench(int argc, char **argv);
 /* `ag check`: forward, gradcheck and gradgradcheck of plugin ops on every backend. */
 int ag_cmd_check(int argc, char **argv);
 /* `ag overhead`: framework overhead per tiny op, forward and forward+backward. */

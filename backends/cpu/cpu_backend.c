@@ -201,6 +201,7 @@ static void *cpu_get_proc_address(const char *name) {
     if (!name) return NULL;
     if (strcmp(name, "cpu_set_num_threads") == 0) return (void *)cpu_set_num_threads;
     if (strcmp(name, "cpu_get_num_threads") == 0) return (void *)cpu_get_num_threads;
+    if (strcmp(name, "ag_reference_gemm") == 0) return (void *)cpu_reference_gemm;
     /* Buffers are plain host pointers: plugins' cpu kernels may run on them. */
     if (strcmp(name, "ag_host_memory") == 0) return (void *)cpu_get_proc_address;
     return NULL;

@@ -28,17 +28,20 @@ static elt_params params_of(const ag_attrs *attrs) {
 
 /* ---- scalar helpers per float type ---- */
 #define DEFINE_FLOAT_HELPERS(T)                                                                    \
-    /* Split by sign so exp never overflows. */                                                    \
+    /* Split by sign so exp never overflows: 1/(1+e^-x) for x >= 0, e^x/(1+e^x) below. Both        \
+     * sides are computed and one selected, so that loops over it have no branch and               \
+     * vectorise. */                                                                               \
     static inline T T##_sigmoid(T x) {                                                             \
-        if (x >= 0) return (T)1 / ((T)1 + exp(-x));                                                \
-        const T e = exp(x);                                                                        \
-        return e / ((T)1 + e);                                                                     \
+        const T e = exp(x >= 0 ? -x : x);                                                          \
+        const T pos = (T)1 / ((T)1 + e), neg = e / ((T)1 + e);                                     \
+        return x >= 0 ? pos : neg;                                                                 \
     }                                                                                              \
-    static inline T T##_gelu(T x, int64_t tanh_mode) {                                             \
-        if (tanh_mode)                                                                             \
-            return (T)0.5 * x *                                                                    \
-                   ((T)1 + tanh((T)0.7978845608028654 * (x + (T)0.044715 * x * x * x)));           \
+    /* GELU, exact (x Φ(x)) and tanh-approximated; one loop each (gelu_loops). */                 \
+    static inline T T##_gelu_erf(T x) {                                                            \
         return (T)0.5 * x * ((T)1 + erf(x * (T)0.7071067811865476));                               \
+    }                                                                                              \
+    static inline T T##_gelu_tanh(T x) {                                                           \
+        return (T)0.5 * x * ((T)1 + tanh((T)0.7978845608028654 * (x + (T)0.044715 * x * x * x)));  \
     }                                                                                              \
     static inline T T##_clamp(T x, const elt_params *p) {                                          \
         if (p->ints[0] && x < (T)p->reals[0]) x = (T)p->reals[0];                                  \
@@ -68,7 +71,8 @@ static inline i64 i64_clamp(i64 x, const elt_params *p) {
 #define OP_SIGMOID(T, x, p)    T##_sigmoid(x)
 #define OP_RELU(T, x, p)       ((x) > 0 || CPU_ISNAN(x) ? (x) : (T)0)
 #define OP_SILU(T, x, p)       ((x)*T##_sigmoid(x))
-#define OP_GELU(T, x, p)       T##_gelu(x, (p)->ints[0])
+#define OP_GELU_ERF(T, x, p)   T##_gelu_erf(x)
+#define OP_GELU_TANH(T, x, p)  T##_gelu_tanh(x)
 #define OP_POW_SCALAR(T, x, p) pow(x, (T)(p)->reals[0])
 #define OP_CLAMP(T, x, p)      T##_clamp(x, p)
 
@@ -124,8 +128,8 @@ static ag_status map_kernel(const ag_kernel_args *args, const char *name, int n_
 
 /* ---- generators ---- */
 
-/* A unary kernel NAME##_##T computing out = OP(T, in, params). */
-#define DEFINE_UNARY(NAME, OP, T)                                                                  \
+/* The loop NAME##_loop_##T of a unary kernel computing out = OP(T, in, params). */
+#define DEFINE_UNARY_LOOP(NAME, OP, T)                                                             \
     static void NAME##_loop_##T(int64_t n, void *const *p, const int64_t *s, void *ctx) {          \
         const elt_params *prm = ctx;                                                               \
         T *o = (T *)p[0];                                                                          \
@@ -136,7 +140,10 @@ static ag_status map_kernel(const ag_kernel_args *args, const char *name, int n_
         } else {                                                                                   \
             for (int64_t i = 0; i < n; i++) o[i * s[0]] = OP(T, a[i * s[1]], prm);                 \
         }                                                                                          \
-    }                                                                                              \
+    }
+/* A unary kernel NAME##_##T computing out = OP(T, in, params). */
+#define DEFINE_UNARY(NAME, OP, T)                                                                  \
+    DEFINE_UNARY_LOOP(NAME, OP, T)                                                                 \
     static ag_status NAME##_##T(const ag_kernel_args *args) {                                      \
         return map_kernel(args, #NAME, 1, CPU_DTYPE_##T, NAME##_loop_##T);                         \
     }
@@ -182,7 +189,17 @@ DEFINE_UNARY_F(rsqrt, OP_RSQRT)
 DEFINE_UNARY_F(sigmoid, OP_SIGMOID)
 DEFINE_UNARY_FI(relu, OP_RELU)
 DEFINE_UNARY_F(silu, OP_SILU)
-DEFINE_UNARY_F(gelu, OP_GELU)
+/* gelu: ints[0] picks the exact or the tanh form, one loop each, so that neither loop
+ * branches per element. */
+#define DEFINE_GELU(T)                                                                             \
+    DEFINE_UNARY_LOOP(gelu_erf, OP_GELU_ERF, T)                                                    \
+    DEFINE_UNARY_LOOP(gelu_tanh, OP_GELU_TANH, T)                                                  \
+    static ag_status gelu_##T(const ag_kernel_args *args) {                                        \
+        const bool tanh_form = args && args->attrs && args->attrs->ints[0];                        \
+        return map_kernel(args, "gelu", 1, CPU_DTYPE_##T,                                          \
+                          tanh_form ? gelu_tanh_loop_##T : gelu_erf_loop_##T);                     \
+    }
+CPU_FOR_F(DEFINE_GELU)
 DEFINE_UNARY_F(pow_scalar, OP_POW_SCALAR)
 DEFINE_UNARY_FI(clamp, OP_CLAMP)
 

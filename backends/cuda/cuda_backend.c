@@ -54,7 +54,7 @@ cu_device *cu_device_at(int index) {
 ag_status cu_enter(int index, const char *what, cudaStream_t *stream) {
     const cu_device *d = cu_device_at(index);
     if (!d)
-        return cu_fail(AG_ERR_DEVICE, "cuda: %s on device %d (%d devices)", what, index,
+        return cu_fail(AG_ERR_DEVICE, "cuda: %s: no device %d (%d devices)", what, index,
                        g_device_count);
     const cudaError_t err = cudaSetDevice(d->ordinal);
     if (err != cudaSuccess) return cu_check(err, "cudaSetDevice");
@@ -195,6 +195,7 @@ static void *cu_get_proc_address(const char *name) {
     if (strcmp(name, "cuda_set_allow_tf32") == 0) return (void *)cu_set_allow_tf32;
     if (strcmp(name, "cuda_get_allow_tf32") == 0) return (void *)cu_get_allow_tf32;
     if (strcmp(name, "cuda_compile_test") == 0) return (void *)cu_compile_test;
+    if (strcmp(name, "ag_reference_gemm") == 0) return (void *)cu_reference_gemm;
     return NULL;
 }
 

@@ -3,6 +3,7 @@
  * Files: cuda_backend.c (function table, init, devices, errors, kernel lookup, extras),
  * cuda_memory.c (caching device allocator, pinned staging buffers, copies, synchronisation),
  * cuda_nvrtc.c (plugin CUDA sources compiled by NVRTC, cached by source hash and arch),
+ * cuda_reference.cu (the "ag_reference_gemm" extra: cuBLAS timed on its own buffers),
  * cuda_kernels_*.cu (one C entry per kernel name of docs/kernels.md, each launching the CUDA
  * kernels of its file; cuda_kernel_util.cuh has their shared device helpers).
  *
@@ -103,6 +104,13 @@ void cu_set_allow_tf32(int allow);
 int cu_get_allow_tf32(void);
 /* Destroys the cuBLAS handles (shutdown). */
 void cu_matmul_shutdown(void);
+
+/* ---- extras (cuda_reference.cu) ---- */
+
+/* The "ag_reference_gemm" extra: cuBLAS's gemm timed on buffers of its own on the device's
+ * stream (ag_reference_gemm_fn in include/ag/backend.h). */
+ag_status cu_reference_gemm(int device, ag_dtype dtype, int64_t m, int64_t n, int64_t k,
+                            int repeats, double *seconds_median);
 
 /* ---- plugin source kernels (cuda_nvrtc.c) ---- */
 

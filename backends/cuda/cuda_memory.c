@@ -253,10 +253,20 @@ ag_status cu_copy_device(int device, void *dst, size_t dst_offset, const void *s
     cu_memory *m;
     ag_status st = enter_copy("copy_device", device, dst, src, &stream, &m);
     if (st != AG_OK) return st;
-    /* cudaMemcpy allows overlapping ranges within one buffer. */
-    const cudaError_t err =
-        cudaMemcpyAsync((char *)dst + dst_offset, (const char *)src + src_offset, bytes,
-                        cudaMemcpyDeviceToDevice, stream);
+    char *to = (char *)dst + dst_offset;
+    const char *from = (const char *)src + src_offset;
+    if (to >= from + bytes || from >= to + bytes)
+        return copy_error(cudaMemcpyAsync(to, from, bytes, cudaMemcpyDeviceToDevice, stream),
+                          "copy_device", bytes, device);
+    /* cudaMemcpy's result is undefined for overlapping ranges (the ABI promises memmove):
+     * go through a temporary, which stream order keeps alive until both copies ran. */
+    cu_scratch tmp;
+    st = cu_scratch_alloc(device, bytes, "copy_device", &tmp);
+    if (st != AG_OK) return st;
+    cudaError_t err = cudaMemcpyAsync(tmp.ptr, from, bytes, cudaMemcpyDeviceToDevice, stream);
+    if (err == cudaSuccess)
+        err = cudaMemcpyAsync(to, tmp.ptr, bytes, cudaMemcpyDeviceToDevice, stream);
+    cu_scratch_free(&tmp);
     return copy_error(err, "copy_device", bytes, device);
 }
 

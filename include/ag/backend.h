@@ -124,7 +124,9 @@ typedef struct ag_backend_iface {
     /* Backend-specific extras by name (NULL if none). The cpu backend has
      * "cpu_set_num_threads" (void (*)(int n), n <= 0 restores the default) and
      * "cpu_get_num_threads" (int (*)(void)). Any backend whose buffers are host pointers
-     * returns non-NULL for "ag_host_memory": plugins' cpu kernels then run on it. */
+     * returns non-NULL for "ag_host_memory": plugins' cpu kernels then run on it. A backend
+     * with a vendor BLAS may return "ag_reference_gemm" (an ag_reference_gemm_fn, below):
+     * `ag bench` compares its matmul with it (cpu: OpenBLAS, cuda: cuBLAS). */
     void *(*get_proc_address)(const char *name);
 
     /* ---- ABI 1.1: kernels given as source code (plugins' ag_plugin_kernel_source) ---- */
@@ -144,6 +146,14 @@ typedef struct ag_backend_iface {
     ag_status (*launch_source)(void *kernel, const ag_kernel_args *args, int n_sizes,
                                const int64_t *sizes, int64_t work_items);
 } ag_backend_iface;
+
+/* The "ag_reference_gemm" extra: times the vendor BLAS's own gemm (row-major
+ * C[m, n] = A[m, k] B[k, n], dtype AG_F32 or AG_F64) on buffers it allocates on `device`,
+ * after warm-up calls, and writes the median over `repeats` timed samples of the seconds
+ * per product into *seconds_median. Every sample ends with the device synchronised. On
+ * failure the status comes with the backend's last_error() message set. */
+typedef ag_status (*ag_reference_gemm_fn)(int device, ag_dtype dtype, int64_t m, int64_t n,
+                                          int64_t k, int repeats, double *seconds_median);
 
 /* Type of the entry symbol. Receives the host's ABI version; returns the backend's table
  * (static storage, never freed) or NULL if the backend refuses the host. */

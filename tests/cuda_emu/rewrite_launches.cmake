@@ -1,0 +1,168 @@
+# Turns a CUDA kernel file of backends/cuda into C++ that g++ compiles against cuda_emu.h:
+#   cmake -DIN=<file.cu> -DOUT=<file.cpp> -P rewrite_launches.cmake
+# Every launch `kernel<targs> <<<config>>>(args)` becomes
+#   emu_launch(config).run("kernel<targs>", [](auto... emu_args) { kernel<targs>(emu_args...); },
+#                          args)
+# (the lambda lets the call deduce template arguments the launch leaves out, as CUDA does),
+# with .bounds(max) after emu_launch(config) when the kernel has __launch_bounds__(max).
+# Line breaks are kept where they were and a #line directive names the original file, so
+# compiler messages and the emulator's reports point into the .cu file. A `<<<` that is not
+# in a comment or string and not a launch of this form stops the build with its line number.
+
+cmake_minimum_required(VERSION 3.18)
+
+# Reports `message` at text offset `at` of IN and stops.
+function(rewrite_fail text at message)
+  string(SUBSTRING "${text}" 0 ${at} before)
+  string(REGEX MATCHALL "\n" newlines "${before}")
+  list(LENGTH newlines line)
+  math(EXPR line "${line} + 1")
+  message(FATAL_ERROR "${IN}:${line}: ${message}")
+endfunction()
+
+# Sets ${out} to the offset of the first character before `at` in text that is not blank.
+function(skip_blanks_back text at out)
+  set(i ${at})
+  while(i GREATER 0)
+    math(EXPR j "${i} - 1")
+    string(SUBSTRING "${text}" ${j} 1 c)
+    if(NOT c MATCHES "[ \t\r\n]")
+      break()
+    endif()
+    set(i ${j})
+  endwhile()
+  set(${out} ${i} PARENT_SCOPE)
+endfunction()
+
+# Whether offset `at` of text lies in a /* */ comment, after // on its line or in a string
+# literal on its line.
+function(in_comment_or_string text at out)
+  string(SUBSTRING "${text}" 0 ${at} before)
+  string(FIND "${before}" "/*" open REVERSE)
+  string(FIND "${before}" "*/" close REVERSE)
+  string(FIND "${before}" "\n" line_start REVERSE)
+  string(FIND "${before}" "//" slashes REVERSE)
+  math(EXPR line_start "${line_start} + 1")
+  string(SUBSTRING "${before}" ${line_start} -1 line)
+  string(REPLACE "\\\\" "" line "${line}")   # escaped backslashes, then escaped quotes
+  string(REPLACE "\\\"" "" line "${line}")
+  string(REPLACE "'\"'" "" line "${line}")
+  string(REGEX REPLACE "[^\"]" "" quotes "${line}")
+  string(LENGTH "${quotes}" quotes)
+  math(EXPR odd "${quotes} % 2")
+  if((open GREATER -1 AND open GREATER close) OR slashes GREATER_EQUAL line_start OR odd)
+    set(${out} TRUE PARENT_SCOPE)
+  else()
+    set(${out} FALSE PARENT_SCOPE)
+  endif()
+endfunction()
+
+file(READ "${IN}" text)
+set(result "#include \"cuda_emu.h\"\n#line 1 \"${IN}\"\n")
+
+# Kernels declared with __launch_bounds__(max threads[, ...]): bounds_<name> is the bound,
+# which their launches pass on (a bigger block fails to launch, as on a GPU).
+set(declaration "__launch_bounds__\\(([^()]*)\\)[ \t\r\n]+([A-Za-z_][A-Za-z0-9_]*)[ \t\r\n]*\\(")
+string(REGEX MATCHALL "${declaration}" bounded "${text}")
+foreach(match IN LISTS bounded)
+  string(REGEX MATCH "${declaration}" match "${match}")
+  string(REGEX REPLACE ",.*" "" bounds_${CMAKE_MATCH_2} "${CMAKE_MATCH_1}")
+endforeach()
+set(pos 0) # text before pos is in result already
+while(TRUE)
+  string(SUBSTRING "${text}" ${pos} -1 tail)
+  string(FIND "${tail}" "<<<" launch)
+  if(launch EQUAL -1)
+    break()
+  endif()
+  math(EXPR launch "${pos} + ${launch}")
+  math(EXPR after_open "${launch} + 3")
+  in_comment_or_string("${text}" ${launch} comment)
+  if(comment)
+    math(EXPR length "${after_open} - ${pos}")
+    string(SUBSTRING "${text}" ${pos} ${length} done)
+    string(APPEND result "${done}")
+    set(pos ${after_open})
+    continue()
+  endif()
+
+  # Backwards from <<<: optional blanks, template arguments (balanced <>), the name.
+  skip_blanks_back("${text}" ${launch} i)
+  math(EXPR j "${i} - 1")
+  string(SUBSTRING "${text}" ${j} 1 c)
+  if(c STREQUAL ">")
+    set(depth 0)  # of <>, counted outside parentheses only: (N > 1) is an argument
+    set(parens 0)
+    while(TRUE)
+      string(SUBSTRING "${text}" ${j} 1 c)
+      if(c STREQUAL ")")
+        math(EXPR parens "${parens} + 1")
+      elseif(c STREQUAL "(")
+        math(EXPR parens "${parens} - 1")
+      elseif(c STREQUAL ">" AND parens EQUAL 0)
+        math(EXPR depth "${depth} + 1")
+      elseif(c STREQUAL "<" AND parens EQUAL 0)
+        math(EXPR depth "${depth} - 1")
+      elseif(c MATCHES "[;{}]" OR j LESS_EQUAL pos)
+        rewrite_fail("${text}" ${launch} "unbalanced template arguments before <<<")
+      endif()
+      if(depth EQUAL 0)
+        break()
+      endif()
+      math(EXPR j "${j} - 1")
+    endwhile()
+    skip_blanks_back("${text}" ${j} i)
+  endif()
+  set(start ${i})
+  while(start GREATER pos)
+    math(EXPR j "${start} - 1")
+    string(SUBSTRING "${text}" ${j} 1 c)
+    if(NOT c MATCHES "[A-Za-z0-9_:]")
+      break()
+    endif()
+    set(start ${j})
+  endwhile()
+  if(start EQUAL i)
+    rewrite_fail("${text}" ${launch} "no kernel name before <<<")
+  endif()
+  math(EXPR length "${launch} - ${start}")
+  string(SUBSTRING "${text}" ${start} ${length} kernel)
+
+  # Forwards: the configuration up to >>>, blanks, and the ( of the arguments.
+  string(SUBSTRING "${text}" ${after_open} -1 rest)
+  string(FIND "${rest}" ">>>" close)
+  if(close EQUAL -1)
+    rewrite_fail("${text}" ${launch} "<<< without >>>")
+  endif()
+  string(SUBSTRING "${rest}" 0 ${close} config)
+  if(config MATCHES ";")
+    rewrite_fail("${text}" ${launch} "<<< and >>> in different statements")
+  endif()
+  math(EXPR after_close "${close} + 3")
+  string(SUBSTRING "${rest}" ${after_close} -1 rest)
+  if(NOT rest MATCHES "^([ \t\r\n]*)\\(([ \t\r\n]*\\))?")
+    rewrite_fail("${text}" ${launch} "no argument list after >>>")
+  endif()
+  set(blanks "${CMAKE_MATCH_1}")
+  string(LENGTH "${CMAKE_MATCH_1}(" matched) # what follows stays, ) included
+  set(comma ", ")
+  if(CMAKE_MATCH_2) # no arguments
+    set(comma "")
+  endif()
+
+  string(REGEX REPLACE "[ \t\r\n]+" " " name "${kernel}")
+  string(STRIP "${name}" name)
+  math(EXPR length "${start} - ${pos}")
+  string(SUBSTRING "${text}" ${pos} ${length} done)
+  string(REGEX MATCH "^[A-Za-z0-9_]*" base "${kernel}")
+  set(bounds "")
+  if(DEFINED bounds_${base})
+    set(bounds ".bounds(${bounds_${base}})")
+  endif()
+  string(APPEND result "${done}emu_launch(${config})${bounds}${blanks}.run(\"${name}\", "
+         "[](auto... emu_args) { ${kernel}(emu_args...); }${comma}")
+  math(EXPR pos "${after_open} + ${after_close} + ${matched}")
+endwhile()
+string(SUBSTRING "${text}" ${pos} -1 tail)
+string(APPEND result "${tail}")
+file(WRITE "${OUT}" "${result}")
