@@ -266,7 +266,9 @@ static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, no
          * results so that differentiating them fails (PyTorch's DelayedError). */
         bool once = create && n->op->once_differentiable;
         if (once) ag_set_grad_enabled(false);
+        uint64_t traced = ag__trace_begin();
         st = n->op->backward(&ctx);
+        ag__trace_end(traced, n->op->name, true, n->out_meta[0].device, n->n_outputs, out_g);
         if (once) {
             ag_set_grad_enabled(true);
             if (st == AG_OK) st = mark_once_differentiable(n, out_g, in_g);
@@ -287,6 +289,8 @@ static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, no
             }
             ag_retain(in_g[i]);
         }
+        /* Anomaly mode: catch a NaN/Inf where it is made, not steps later in .grad. */
+        if (st == AG_OK && ag_is_anomaly_enabled()) st = ag__anomaly_check(n, in_g);
         if (st != AG_OK)
             for (int i = 0; i < n->n_inputs; i++) {
                 ag_release(in_g[i]);

@@ -619,6 +619,7 @@ ag_status ag_init(void) {
     if (atomic_load(&init_state) == INIT_OK) return ag__plugins_load_env();
     pthread_mutex_lock(&lock);
     if (atomic_load(&init_state) == INIT_NONE) {
+        ag__anomaly_read_env();
         const char *env = getenv("AG_BACKEND");
         bool unset = !env || !env[0];
         init_status = parse_locked(unset ? "cpu" : env, &process_default);

@@ -309,6 +309,7 @@ ag_status ag__dispatch(ag_op_def *op, int n_inputs, ag_tensor *const *inputs, co
                              op->name, ag__describe(inputs[0], a, sizeof a), i,
                              ag__describe(inputs[i], b, sizeof b));
         }
+    uint64_t traced = ag__trace_begin();
     ag_op_ctx ctx = {op, n_inputs, inputs, attrs ? attrs : &no_attrs, n_outputs, outputs};
     ag_status st = op->forward(&ctx);
     bool recorded = false; /* by the fallback, through its copies */
@@ -326,6 +327,12 @@ ag_status ag__dispatch(ag_op_def *op, int n_inputs, ag_tensor *const *inputs, co
             any = inputs[i]->requires_grad && !ag__input_bit(op->nondiff_inputs, i);
         if (any) st = ag__graph_record(op, n_inputs, inputs, ctx.attrs, n_outputs, outputs);
     }
+    if (traced) /* creation ops have no input: their output tells the device */
+        ag__trace_end(traced, op->name, false,
+                      n_inputs      ? inputs[0]->storage->device
+                      : st == AG_OK ? outputs[0]->storage->device
+                                    : ag_default_device(),
+                      n_inputs, inputs);
     for (int j = 0; j < n_outputs; j++) {
         if (st != AG_OK) {
             ag_release(outputs[j]);

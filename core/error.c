@@ -81,7 +81,7 @@ const char *ag_status_name(ag_status status) {
         "AG_ERR_DEVICE", "AG_ERR_UNSUPPORTED",   "AG_ERR_OUT_OF_MEMORY", "AG_ERR_BACKEND_LOAD",
         "AG_ERR_ABI",    "AG_ERR_GRAPH_FREED",   "AG_ERR_INPLACE",       "AG_ERR_NO_GRAD",
         "AG_ERR_INDEX",  "AG_ERR_UNIMPLEMENTED", "AG_ERR_INTERNAL",      "AG_ERR_GRADCHECK",
-        "AG_ERR_IO",
+        "AG_ERR_IO",     "AG_ERR_ANOMALY",
     };
     if ((unsigned)status < sizeof names / sizeof names[0]) return names[status];
     return "AG_ERR_UNKNOWN";

@@ -8,6 +8,9 @@ static _Thread_local bool grad_disabled; /* grad mode is on unless a thread turn
 static uint64_t next_seq;                /* atomic: creation order of nodes */
 static uint64_t next_hook_handle;        /* atomic: hook handles, unique per process */
 
+static _Thread_local signed char anomaly_local; /* 0: the process default, 1: on, -1: off */
+static bool anomaly_default;                    /* atomic: AG_DETECT_ANOMALY=1 at ag_init */
+
 bool ag_set_grad_enabled(bool enabled) {
     bool prev = !grad_disabled;
     grad_disabled = !enabled;
@@ -16,6 +19,21 @@ bool ag_set_grad_enabled(bool enabled) {
 
 bool ag_is_grad_enabled(void) {
     return !grad_disabled;
+}
+
+bool ag_set_detect_anomaly(bool on) {
+    bool prev = ag_is_anomaly_enabled();
+    anomaly_local = on ? 1 : -1;
+    return prev;
+}
+
+bool ag_is_anomaly_enabled(void) {
+    return anomaly_local ? anomaly_local > 0 : __atomic_load_n(&anomaly_default, __ATOMIC_RELAXED);
+}
+
+void ag__anomaly_read_env(void) {
+    const char *env = getenv("AG_DETECT_ANOMALY");
+    __atomic_store_n(&anomaly_default, env && strcmp(env, "1") == 0, __ATOMIC_RELAXED);
 }
 
 static void meta_of(const ag_tensor *t, ag_meta *m) {
@@ -62,6 +80,14 @@ ag_status ag__graph_record(ag_op_def *op, int n_inputs, ag_tensor *const *inputs
         return ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory recording the graph",
                          op->name);
     node->attrs = *attrs;
+    if (ag_is_anomaly_enabled()) {
+        node->origin = ag__anomaly_origin();
+        if (!node->origin) {
+            ag__node_release(node);
+            return ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory recording the origin",
+                             op->name);
+        }
+    }
     for (int i = 0; i < n_inputs; i++) {
         ag_tensor *in = inputs[i];
         meta_of(in, &node->in_meta[i]);
@@ -150,6 +176,7 @@ void ag__node_release(ag_node *node) {
             free(h);
         }
         free(n->retained);
+        free(n->origin);
         if (n->pooled)
             ag__pool_free(AG_POOL_NODE, n);
         else

@@ -18,6 +18,7 @@
 
 typedef struct ag_node ag_node;
 typedef struct ag_op_def ag_op_def;
+typedef struct ag_origin ag_origin;
 
 /* ---- errors (core/error.c) ---- */
 
@@ -269,6 +270,7 @@ struct ag_node {
     bool pooled;             /* allocated from the node pool (else malloc) */
     ag_hook *hooks;          /* hooks on outputs (non-leaf tensor hooks) */
     ag_tensor **retained;    /* n_outputs weak pointers of retain_grad tensors */
+    ag_origin *origin;       /* anomaly mode: the forward's call stack (malloc) or NULL */
     /* engine scratch, valid during one backward */
     uint64_t epoch;       /* backward pass that last visited the node */
     int deps;             /* pending downstream contributions */
@@ -283,6 +285,9 @@ void ag__node_retain(ag_node *node);
 void ag__node_release(ag_node *node);
 /* Releases the node's saved tensors (after a backward without retain_graph, or on free). */
 void ag__node_free_saved(ag_node *n);
+/* Reads AG_DETECT_ANOMALY (ag_init): "1" turns anomaly mode on for threads that never set
+ * it themselves. */
+void ag__anomaly_read_env(void);
 /* Saved input i of the node being run (borrowed); NULL if not saved. */
 ag_tensor *ag__saved(const ag_backward_ctx *ctx, int i);
 /* Saved output j of the node being run (an alias without history); NULL if not saved. */
@@ -314,6 +319,22 @@ void ag__scopes_shutdown(void);
 /* Frees the op registry's table (process end). */
 void ag__registry_shutdown(void);
 
+/* ---- anomaly mode (core/anomaly.c) ---- */
+
+/* The call stack of a node's forward, taken while anomaly mode is on. */
+struct ag_origin {
+    int n_frames;     /* entries of frames in use */
+    void *frames[48]; /* return addresses from backtrace(), innermost first */
+};
+
+/* The caller's call stack (malloc'ed; NULL if out of memory). Only raw addresses: they are
+ * turned into text when a report needs them, which keeps recording cheap. */
+ag_origin *ag__anomaly_origin(void);
+/* AG_ERR_ANOMALY naming n's op, the input and n's forward call ("<op>(<dtype shape>, ...)
+ * called from:" and the backtrace without ag's own frames) if a gradient in grads (one per
+ * input of n, NULL entries skipped) holds a NaN or an Inf; AG_OK otherwise. */
+ag_status ag__anomaly_check(const ag_node *n, ag_tensor *const *grads);
+
 /* ---- plugins (core/plugin_loader.c) ---- */
 
 /* Loads the plugins of AG_PLUGINS once (ag_init calls it after the default backend is up);
@@ -321,5 +342,31 @@ void ag__registry_shutdown(void);
 ag_status ag__plugins_load_env(void);
 /* Unregisters and unloads every plugin (process end); AG_PLUGINS is read again afterwards. */
 void ag__plugins_shutdown(void);
+
+/* ---- files written atomically (core/file_atomic.c) ---- */
+
+/* Writes a file's contents to f; reports its own errors (ag__io_error). */
+typedef ag_status (*ag__file_writer)(FILE *f, void *user);
+/* AG_ERR_IO "<who>: <what> <path>: <strerror(errno)>". */
+ag_status ag__io_error(const char *who, const char *what, const char *path);
+/* Writes path through `write` into a temporary file beside it, then fsync and rename: path
+ * is either the old file or the whole new one. `who` starts the error messages. */
+ag_status ag__write_file_atomic(const char *who, const char *path, ag__file_writer write,
+                                void *user);
+
+/* ---- op timings trace (core/trace.c) ---- */
+
+/* Non-zero while ag_trace_start is in effect (atomic). */
+extern int ag__trace_on;
+/* Host clock in ns, never 0 (core/trace.c). */
+uint64_t ag__trace_clock(void);
+/* Start time of an op to trace, or 0 when not tracing: the one relaxed load every op pays. */
+static inline uint64_t ag__trace_begin(void) {
+    return __atomic_load_n(&ag__trace_on, __ATOMIC_RELAXED) ? ag__trace_clock() : 0;
+}
+/* Records op `name` (backward: "<name> backward") on device from `start` (ag__trace_begin;
+ * 0 does nothing) to now, with the shapes of inputs[0..n) as its arguments. */
+void ag__trace_end(uint64_t start, const char *name, bool backward, ag_device device, int n,
+                   ag_tensor *const *inputs);
 
 #endif

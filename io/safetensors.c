@@ -7,13 +7,11 @@
  * building a tensor, so no byte sequence makes ag read out of bounds; docs/io.md lists the
  * checks. */
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <cjson/cJSON.h>
 #include "ag/io.h"
 #include "../core/internal.h"
@@ -133,7 +131,7 @@ static char *make_header(int n, const out_entry *entries, size_t *len) {
 
 /* AG_ERR_IO "safetensors: <what> <path>: <strerror(errno)>". */
 static ag_status io_error(const char *what, const char *path) {
-    return ag__error(AG_ERR_IO, "safetensors: %s %s: %s", what, path, strerror(errno));
+    return ag__io_error("safetensors", what, path);
 }
 
 /* What a save writes: the header, then each tensor's bytes. */
@@ -145,8 +143,9 @@ typedef struct save_job {
     const out_entry *entries;
 } save_job;
 
-/* Writes a save job to f. */
-static ag_status write_job(FILE *f, const save_job *job) {
+/* Writes a save job to f (an ag__file_writer). */
+static ag_status write_job(FILE *f, void *user) {
+    const save_job *job = user;
     unsigned char len[8];
     for (int i = 0; i < 8; i++) len[i] = (unsigned char)((uint64_t)job->header_len >> (8 * i));
     if (fwrite(len, 1, 8, f) != 8 || fwrite(job->header, 1, job->header_len, f) != job->header_len)
@@ -166,69 +165,6 @@ static ag_status write_job(FILE *f, const save_job *job) {
     return AG_OK;
 }
 
-/* Flushes f to disk and closes it (f is closed even on failure). */
-static ag_status close_synced(FILE *f, const char *path) {
-    ag_status st = fflush(f) == 0 && fsync(fileno(f)) == 0 ? AG_OK : io_error("cannot write", path);
-    if (fclose(f) != 0 && st == AG_OK) st = io_error("cannot write", path);
-    return st;
-}
-
-/* fsyncs a directory, so a rename in it survives a crash. */
-static bool sync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return false;
-    bool ok = fsync(fd) == 0;
-    int err = errno;
-    close(fd);
-    errno = err;
-    return ok;
-}
-
-/* Writes job to a new temporary file `tmp` (created by mkstemp) and renames it to path. */
-static ag_status write_and_rename(char *tmp, const save_job *job) {
-    int fd = mkstemp(tmp);
-    if (fd < 0) return io_error("cannot create a temporary file beside", job->path);
-    /* mkstemp makes 0600 files: keep a replaced file's mode, give a new one 0644. */
-    struct stat old;
-    mode_t mode = stat(job->path, &old) == 0 ? old.st_mode & 07777 : 0644;
-    FILE *f = fdopen(fd, "wb");
-    ag_status st = f ? AG_OK : io_error("cannot write", job->path);
-    if (!f) close(fd);
-    if (st == AG_OK && fchmod(fd, mode) != 0) st = io_error("cannot set the mode of", job->path);
-    if (st == AG_OK) st = write_job(f, job);
-    if (f) {
-        ag_status closed = close_synced(f, job->path);
-        if (st == AG_OK) st = closed;
-    }
-    if (st == AG_OK && rename(tmp, job->path) != 0)
-        st = io_error("cannot rename the temporary file to", job->path);
-    if (st != AG_OK) unlink(tmp);
-    return st;
-}
-
-/* Writes job to its path atomically: temporary file in the same directory, fsync, rename,
- * fsync of the directory. On failure the temporary file is removed and the path untouched. */
-static ag_status atomic_write(const save_job *job) {
-    const char *path = job->path, *slash = strrchr(path, '/');
-    char *dir = !slash          ? strdup(".")
-                : slash == path ? strdup("/")
-                                : strndup(path, (size_t)(slash - path));
-    size_t size = strlen(path) + 32;
-    char *tmp = malloc(size);
-    ag_status st = AG_OK;
-    if (!dir || !tmp) {
-        st = ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory saving %s", path);
-    } else {
-        snprintf(tmp, size, "%s/.%s.tmp.XXXXXX", dir, slash ? slash + 1 : path);
-        st = write_and_rename(tmp, job);
-    }
-    if (st == AG_OK && !sync_dir(dir))
-        st = io_error("renamed, but cannot sync the directory of", path);
-    free(tmp);
-    free(dir);
-    return st;
-}
-
 /* Writes n named tensors to path (see io.h). */
 ag_status ag_safetensors_save(const char *path, int n, const ag_named_tensor *tensors) {
     if (!path || n < 0 || (n > 0 && !tensors))
@@ -243,7 +179,7 @@ ag_status ag_safetensors_save(const char *path, int n, const ag_named_tensor *te
         job.header = header;
         if (!header) st = ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory saving %s", path);
     }
-    if (st == AG_OK) st = atomic_write(&job);
+    if (st == AG_OK) st = ag__write_file_atomic("safetensors", path, write_job, &job);
     free(header);
     free(entries);
     return st;

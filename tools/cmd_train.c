@@ -20,6 +20,7 @@ typedef struct train_args {
     ag_train_config config;
     int epochs;
     const char *data, *save, *load;
+    const char *trace; /* --trace FILE, or NULL */
     bool eval_only, quiet;
     int64_t limit, bench_steps;
 } train_args;
@@ -43,6 +44,8 @@ static const char usage_text[] =
     "  --load FILE          start from a checkpoint\n"
     "  --eval-only          with --load: print the test accuracy and stop\n"
     "  --bench-steps N      time N training steps of one batch on random data, print ms/step\n"
+    "  --trace FILE         write a Chrome trace of the op timings (of the timed steps with\n"
+    "                       --bench-steps) for ui.perfetto.dev or chrome://tracing\n"
     "  --quiet              no progress output, epoch lines only\n";
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -106,6 +109,7 @@ enum {
     OPT_LOAD,
     OPT_EVAL_ONLY,
     OPT_BENCH,
+    OPT_TRACE,
     OPT_QUIET
 };
 
@@ -153,6 +157,9 @@ static bool apply_option(int c, const char *name, const char *arg, train_args *a
     case OPT_LOAD:
         a->load = arg;
         return true;
+    case OPT_TRACE:
+        a->trace = arg;
+        return true;
     case OPT_EVAL_ONLY:
         a->eval_only = true;
         return true;
@@ -181,6 +188,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         {"load", required_argument, NULL, OPT_LOAD},
         {"eval-only", no_argument, NULL, OPT_EVAL_ONLY},
         {"bench-steps", required_argument, NULL, OPT_BENCH},
+        {"trace", required_argument, NULL, OPT_TRACE},
         {"quiet", no_argument, NULL, OPT_QUIET},
         {"help", no_argument, NULL, 'h'},
         {0}};
@@ -202,6 +210,24 @@ static int parse_args(int argc, char **argv, train_args *a) {
     return -1;
 }
 
+/* A p_step run by bench_time that starts --trace at the first timed step. */
+typedef struct traced_step {
+    p_step *step;      /* the step to run */
+    const char *trace; /* --trace FILE, or NULL */
+    int calls;         /* calls so far (the first BENCH_WARMUP are the warm-up) */
+} traced_step;
+
+/* bench_fn of a traced_step. */
+static ag_status traced_step_run(void *ctx) {
+    traced_step *t = ctx;
+    /* bench_time without a budget runs exactly BENCH_WARMUP warm-up calls first. */
+    if (t->trace && ++t->calls == BENCH_WARMUP + 1) {
+        ag_status st = ag_trace_start(t->trace);
+        if (st != AG_OK) return st;
+    }
+    return p_step_run(t->step);
+}
+
 /* --bench-steps: one training step = forward, loss, backward, clip, AdamW, schedule and
  * zero_grad on one batch (no accumulation), on fixed random inputs (tools/bench.h's p_step,
  * which `ag bench` times too); prints the median. */
@@ -212,9 +238,12 @@ static int bench(const train_args *a) {
     const bench_timing timing = {
         .warmup = BENCH_WARMUP, .inner = 1, .min_repeats = n, .max_repeats = n};
     bench_stats ms;
-    int rc = bench_time(p_step_run, &s, ag_default_device(), &timing, &ms) == AG_OK
+    traced_step ts = {&s, a->trace, 0};
+    int rc = bench_time(traced_step_run, &ts, ag_default_device(), &timing, &ms) == AG_OK
                  ? 0
                  : fail("training step");
+    if (ts.calls > BENCH_WARMUP && ag_trace_stop() != AG_OK && rc == 0)
+        rc = fail("writing the trace");
     if (rc == 0) {
         const ag_train_config *cfg = &s.trainer.config;
         char dev[64];
@@ -299,7 +328,12 @@ int ag_cmd_train(int argc, char **argv) {
     if (ag_train_data_load(&data, a.data, &a.config, !a.eval_only, a.limit) != AG_OK)
         return fail("loading the data set");
     ag_trainer t = {0};
+    if (a.trace && ag_trace_start(a.trace) != AG_OK) {
+        ag_train_data_free(&data);
+        return fail("starting the trace");
+    }
     rc = a.eval_only ? eval_only(&a, &data, &t) : train(&a, &data, &t);
+    if (a.trace && ag_trace_stop() != AG_OK && rc == 0) rc = fail("writing the trace");
     ag_trainer_free(&t);
     ag_train_data_free(&data);
     return rc;

@@ -200,6 +200,12 @@ ag_status ag_grad(int n_outputs, ag_tensor *const *outputs, int n_inputs, ag_ten
 bool ag_set_grad_enabled(bool enabled);
 /* True if ops record the graph on this thread. */
 bool ag_is_grad_enabled(void);
+/* Turns anomaly mode on or off on this thread (torch.autograd.set_detect_anomaly): nodes
+ * remember their forward origin and backward fails with AG_ERR_ANOMALY on a NaN/Inf
+ * gradient. Returns the previous setting. AG_DETECT_ANOMALY=1 turns it on by default. */
+bool ag_set_detect_anomaly(bool on);
+/* True if anomaly mode is on on this thread. */
+bool ag_is_anomaly_enabled(void);
 /* A tensor sharing t's storage and version counter, without history. */
 ag_tensor *ag_detach(ag_tensor *t);
 
@@ -210,6 +216,16 @@ typedef ag_tensor *(*ag_grad_hook_fn)(ag_tensor *grad, void *user);
 uint64_t ag_register_hook(ag_tensor *t, ag_grad_hook_fn fn, void *user);
 /* Removes a hook by handle; error if the handle is unknown or already removed. */
 ag_status ag_remove_hook(ag_tensor *t, uint64_t handle);
+
+/* ---- debugging: graph pictures and op traces (docs/debugging.md) ------------------------- */
+
+/* Writes the autograd graph behind root as Graphviz DOT to path (atomically): ops with
+ * output shapes and saved tensors, leaves requiring grad, the root highlighted. */
+ag_status ag_graph_dot(const ag_tensor *root, const char *path);
+/* Starts recording every op's forward and backward timings (all threads) for path. */
+ag_status ag_trace_start(const char *path);
+/* Stops recording and writes the Chrome trace JSON (Perfetto, chrome://tracing). */
+ag_status ag_trace_stop(void);
 
 /* ---- elementwise ops (NumPy broadcasting; int64 with float promotes to the float) ---------- */
 

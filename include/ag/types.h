@@ -45,7 +45,8 @@ typedef enum ag_status {
     AG_ERR_UNIMPLEMENTED = 13, /* an ABI slot the backend left empty */
     AG_ERR_INTERNAL = 14,      /* a failure inside a backend or the engine */
     AG_ERR_GRADCHECK = 15,     /* gradcheck found analytical and numerical gradients apart */
-    AG_ERR_IO = 16             /* a file could not be read or written */
+    AG_ERR_IO = 16,            /* a file could not be read or written */
+    AG_ERR_ANOMALY = 17        /* anomaly mode: a backward function produced NaN/Inf */
 } ag_status;
 
 /* Non-tensor arguments of an op. Each op documents which slots it reads; unused slots
