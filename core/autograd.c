@@ -6,7 +6,9 @@
  *    hooks, check its saved tensors, call its backward (written in ag ops, so recorded
  *    when create_graph), and pass the results along its edges, summing where paths meet.
  * 3. Gradients reaching a leaf are accumulated into .grad (ag_backward) or handed back to
- *    the caller (ag_grad, which leaves .grad alone). */
+ *    the caller (ag_grad, which leaves .grad alone). A leaf with tensor hooks has its
+ *    gradients summed first, and its hooks run once on the sum after the last node.
+ * 4. Then ag_backward runs the leaves' post-accumulate-grad hooks. */
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -20,29 +22,29 @@ typedef struct capture {
     ag_tensor **grads;        /* gradient found for each (strong) */
 } capture;
 
-/* A growable array of nodes. The first 128 entries live inside the struct, so the graph
- * of a typical training step is walked without any malloc. */
-typedef struct node_list {
-    ag_node **items;            /* inline_items, or a heap array once that is full */
-    size_t count, capacity;     /* used and available entries */
-    ag_node *inline_items[128]; /* storage for small graphs */
-} node_list;
+/* A growable array of nodes (or of leaves). The first 128 entries live inside the struct,
+ * so the graph of a typical training step is walked without any malloc. */
+typedef struct ptr_list {
+    void **items;            /* inline_items, or a heap array once that is full */
+    size_t count, capacity;  /* used and available entries */
+    void *inline_items[128]; /* storage for small graphs */
+} ptr_list;
 
-static void list_init(node_list *l) {
+static void list_init(ptr_list *l) {
     l->items = l->inline_items;
     l->count = 0;
     l->capacity = sizeof l->inline_items / sizeof l->inline_items[0];
 }
 
-static void list_free(node_list *l) {
+static void list_free(ptr_list *l) {
     if (l->items != l->inline_items) free(l->items);
 }
 
-static ag_status list_push(node_list *l, ag_node *n) {
+static ag_status list_push(ptr_list *l, void *n) {
     if (l->count == l->capacity) {
         size_t cap = l->capacity * 2;
-        ag_node **items = l->items == l->inline_items ? malloc(cap * sizeof *items)
-                                                      : realloc(l->items, cap * sizeof *items);
+        void **items = l->items == l->inline_items ? malloc(cap * sizeof *items)
+                                                   : realloc(l->items, cap * sizeof *items);
         if (!items) return ag__error(AG_ERR_OUT_OF_MEMORY, "backward: out of host memory");
         if (l->items == l->inline_items) memcpy(items, l->inline_items, sizeof l->inline_items);
         l->items = items;
@@ -69,11 +71,11 @@ static ag_status accumulate(ag_tensor **slot, ag_tensor *g) {
     return AG_OK;
 }
 
-/* Runs the hooks in `hooks` watching output_nr on *grad, replacing it when one returns a
- * tensor. */
+/* Runs the tensor hooks in `hooks` watching output_nr on *grad, replacing it when one
+ * returns a tensor. */
 static ag_status run_hooks(ag_hook *hooks, int output_nr, ag_tensor **grad) {
     for (ag_hook *h = hooks; h; h = h->next) {
-        if (h->output_nr != output_nr) continue;
+        if (h->output_nr != output_nr || !h->fn) continue;
         ag_tensor *r = h->fn(*grad, h->user);
         if (!r) {
             if (ag_last_status() != AG_OK) return ag_last_status();
@@ -120,19 +122,97 @@ static ag_status accumulate_grad(ag_tensor *t, ag_tensor *g, bool create_graph) 
     return ag_add_(t->grad, g) ? AG_OK : ag_last_status();
 }
 
-/* Delivers gradient g of leaf (hooks, then captured or accumulated into .grad). Takes over
- * the caller's reference to g, so that accumulate_grad can tell an unshared g. */
-static ag_status deliver_to_leaf(ag_tensor *leaf, ag_tensor *g, capture *cap, bool create) {
-    ag_status st = run_hooks(leaf->hooks, 0, &g);
-    if (st == AG_OK) {
-        if (cap) {
-            for (int k = 0; k < cap->n && st == AG_OK; k++)
-                if (cap->inputs[k] == leaf) st = accumulate(&cap->grads[k], g);
-        } else {
-            st = accumulate_grad(leaf, g, create);
-        }
+/* Leaves a pass finishes after its last node: those with tensor hooks, whose hooks must see
+ * the sum of all their gradients (PyTorch runs them once, in AccumulateGrad), and those
+ * with post-accumulate-grad hooks. */
+typedef struct leaf_lists {
+    ptr_list held;   /* pairs (leaf, summed gradient), both strong, of hooked leaves */
+    ptr_list posted; /* leaves (strong) with post-accumulate-grad hooks, .grad updated */
+} leaf_lists;
+
+/* Whether leaf has a post-accumulate-grad hook (post) or a tensor hook (!post). */
+static bool has_hook(const ag_tensor *leaf, bool post) {
+    for (const ag_hook *h = leaf->hooks; h; h = h->next)
+        if (post ? h->post != NULL : h->fn != NULL) return true;
+    return false;
+}
+
+/* Adds leaf (a new reference) to lv->posted unless it is there already or has no
+ * post-accumulate-grad hook. */
+static ag_status note_posted(ag_tensor *leaf, leaf_lists *lv) {
+    bool hooked = has_hook(leaf, true);
+    for (size_t i = 0; hooked && i < lv->posted.count; i++)
+        if (lv->posted.items[i] == leaf) return AG_OK;
+    ag_status st = hooked ? list_push(&lv->posted, leaf) : AG_OK;
+    if (hooked && st == AG_OK) ag_retain(leaf);
+    return st;
+}
+
+/* Captures g for ag_grad or accumulates it into .grad (noting the leaf for its
+ * post-accumulate-grad hooks). Takes over the caller's reference to g, so that
+ * accumulate_grad can tell an unshared g. */
+static ag_status settle_leaf(ag_tensor *leaf, ag_tensor *g, capture *cap, bool create,
+                             leaf_lists *lv) {
+    ag_status st = AG_OK;
+    if (cap) {
+        for (int k = 0; k < cap->n && st == AG_OK; k++)
+            if (cap->inputs[k] == leaf) st = accumulate(&cap->grads[k], g);
+    } else {
+        st = accumulate_grad(leaf, g, create);
+        if (st == AG_OK) st = note_posted(leaf, lv);
     }
     ag_release(g);
+    return st;
+}
+
+/* Delivers gradient g of leaf: settled at once, or summed in lv->held when tensor hooks
+ * must see the total first. Takes over the caller's reference to g. */
+static ag_status deliver_to_leaf(ag_tensor *leaf, ag_tensor *g, capture *cap, bool create,
+                                 leaf_lists *lv) {
+    if (!has_hook(leaf, false)) return settle_leaf(leaf, g, cap, create, lv);
+    for (size_t i = 0; i < lv->held.count; i += 2) {
+        if (lv->held.items[i] != leaf) continue;
+        ag_tensor *sum = lv->held.items[i + 1];
+        ag_status st = accumulate(&sum, g);
+        lv->held.items[i + 1] = sum;
+        ag_release(g);
+        return st;
+    }
+    ag_status st = list_push(&lv->held, ag_retain(leaf));
+    if (st == AG_OK) st = list_push(&lv->held, g);
+    if (st != AG_OK) { /* the list keeps whole pairs only */
+        if (lv->held.count % 2) lv->held.count--;
+        ag_release(leaf);
+        ag_release(g);
+    }
+    return st;
+}
+
+/* Ends a pass (run: it succeeded): each held leaf's tensor hooks run on its summed gradient,
+ * which is then settled; then the post-accumulate-grad hooks run, leaf by leaf in the order
+ * .grad was first updated, each leaf's in registration order. Drops the lists' references.
+ * A post hook may remove itself: the next one is read before it runs. */
+static ag_status finish_leaves(leaf_lists *lv, capture *cap, bool create, bool run) {
+    ag_status st = AG_OK;
+    for (size_t i = 0; i < lv->held.count; i += 2) {
+        ag_tensor *leaf = lv->held.items[i], *g = lv->held.items[i + 1];
+        if (run && st == AG_OK) st = run_hooks(leaf->hooks, 0, &g);
+        if (run && st == AG_OK)
+            st = settle_leaf(leaf, g, cap, create, lv);
+        else
+            ag_release(g);
+        ag_release(leaf);
+    }
+    for (size_t i = 0; i < lv->posted.count; i++) {
+        ag_tensor *leaf = lv->posted.items[i];
+        for (ag_hook *h = leaf->hooks, *next; run && st == AG_OK && h; h = next) {
+            next = h->next;
+            if (h->post) h->post(leaf, h->user);
+        }
+        ag_release(leaf);
+    }
+    list_free(&lv->held);
+    list_free(&lv->posted);
     return st;
 }
 
@@ -249,7 +329,8 @@ static ag_status mark_once_differentiable(ag_node *n, ag_tensor *const *out_g, a
 }
 
 /* Runs one node's backward and routes its input gradients; pushes newly ready nodes. */
-static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, node_list *ready) {
+static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, ptr_list *ready,
+                          leaf_lists *lv) {
     ag_tensor *out_grads[16] = {0}, *in_grads_buf[16] = {0};
     ag_tensor **out_g =
         n->n_outputs <= 16 ? out_grads : calloc((size_t)n->n_outputs, sizeof *out_g);
@@ -308,7 +389,7 @@ static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, no
             if (e->node)
                 st = accumulate(&e->node->grad_buf[e->input_nr], in_g[i]);
             else if (e->leaf) {
-                st = deliver_to_leaf(e->leaf, in_g[i], cap, create);
+                st = deliver_to_leaf(e->leaf, in_g[i], cap, create, lv);
                 in_g[i] = NULL; /* deliver_to_leaf took the reference */
             }
         }
@@ -323,8 +404,8 @@ static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, no
 
 /* Counts dependencies of every node reachable from the roots; lists them in `seen`. */
 static ag_status count_dependencies(int n_roots, ag_tensor *const *roots, uint64_t epoch,
-                                    node_list *seen) {
-    node_list stack;
+                                    ptr_list *seen) {
+    ptr_list stack;
     list_init(&stack);
     ag_status st = AG_OK;
     for (int r = 0; r < n_roots && st == AG_OK; r++) {
@@ -394,9 +475,12 @@ static ag_status run_backward(int n_roots, ag_tensor *const *roots, ag_tensor *c
     bool prev_mode = ag_set_grad_enabled(create);
     ag_scope *scope = ag_scope_begin();
     uint64_t epoch = __atomic_add_fetch(&next_epoch, 1, __ATOMIC_RELAXED);
-    node_list seen, ready;
+    ptr_list seen, ready;
+    leaf_lists lv;
     list_init(&seen);
     list_init(&ready);
+    list_init(&lv.held);
+    list_init(&lv.posted);
     ag_status st = count_dependencies(n_roots, roots, epoch, &seen);
     for (int r = 0; r < n_roots && st == AG_OK; r++) {
         ag_tensor *seed = NULL;
@@ -406,21 +490,25 @@ static ag_status run_backward(int n_roots, ag_tensor *const *roots, ag_tensor *c
         if (n) {
             st = accumulate(&n->grad_buf[roots[r]->output_nr], seed);
         } else {
-            st = deliver_to_leaf(roots[r], seed, cap, create);
+            st = deliver_to_leaf(roots[r], seed, cap, create, &lv);
             seed = NULL; /* deliver_to_leaf took the reference */
         }
         ag_release(seed);
     }
     for (size_t i = 0; i < seen.count && st == AG_OK; i++)
-        if (seen.items[i]->deps == 0) st = list_push(&ready, seen.items[i]);
+        if (((ag_node *)seen.items[i])->deps == 0) st = list_push(&ready, seen.items[i]);
     while (st == AG_OK && ready.count)
-        st = run_node(ready.items[--ready.count], cap, retain, create, &ready);
+        st = run_node(ready.items[--ready.count], cap, retain, create, &ready, &lv);
     /* After an error, unreached nodes may still hold partial gradients. */
-    for (size_t i = 0; i < seen.count; i++)
-        for (int j = 0; j < seen.items[i]->n_outputs; j++) {
-            ag_release(seen.items[i]->grad_buf[j]);
-            seen.items[i]->grad_buf[j] = NULL;
+    for (size_t i = 0; i < seen.count; i++) {
+        ag_node *n = seen.items[i];
+        for (int j = 0; j < n->n_outputs; j++) {
+            ag_release(n->grad_buf[j]);
+            n->grad_buf[j] = NULL;
         }
+    }
+    ag_status leaves_st = finish_leaves(&lv, cap, create, st == AG_OK);
+    if (st == AG_OK) st = leaves_st;
     list_free(&seen);
     list_free(&ready);
     ag_scope_end(scope);

@@ -284,10 +284,11 @@ ag_tensor *ag_detach(ag_tensor *t) {
     return ag__scope_adopt(d);
 }
 
-uint64_t ag_register_hook(ag_tensor *t, ag_grad_hook_fn fn, void *user) {
-    if (!t || !fn) {
-        ag__error_if_none(AG_ERR_INVALID_ARG, "ag_register_hook: NULL %s",
-                          t ? "function" : "tensor");
+/* Appends a hook (tensor hook fn or post-accumulate hook post) to t's list; its handle. */
+static uint64_t add_hook(const char *who, ag_tensor *t, ag_grad_hook_fn fn,
+                         ag_post_accumulate_hook_fn post, void *user) {
+    if (!t || (!fn && !post)) {
+        ag__error_if_none(AG_ERR_INVALID_ARG, "%s: NULL %s", who, t ? "function" : "tensor");
         return 0;
     }
     if (!t->requires_grad) {
@@ -295,19 +296,37 @@ uint64_t ag_register_hook(ag_tensor *t, ag_grad_hook_fn fn, void *user) {
                   "cannot register a hook on a tensor that doesn't require gradient");
         return 0;
     }
+    /* A non-leaf has no .grad of its own to accumulate into (PyTorch 2.1 says the same). */
+    if (post && t->grad_fn) {
+        ag__error(AG_ERR_INVALID_ARG,
+                  "%s: post accumulate grad hooks cannot be registered on non-leaf tensors "
+                  "(this one was made by %s)",
+                  who, t->grad_fn->op->name);
+        return 0;
+    }
     ag_hook *h = calloc(1, sizeof *h);
     if (!h) {
-        ag__error(AG_ERR_OUT_OF_MEMORY, "ag_register_hook: out of memory");
+        ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of memory", who);
         return 0;
     }
     h->handle = __atomic_add_fetch(&next_hook_handle, 1, __ATOMIC_RELAXED);
     h->fn = fn;
+    h->post = post;
     h->user = user;
     h->output_nr = t->grad_fn ? t->output_nr : 0;
     ag_hook **list = t->grad_fn ? &t->grad_fn->hooks : &t->hooks;
     while (*list) list = &(*list)->next;
     *list = h;
     return h->handle;
+}
+
+uint64_t ag_register_hook(ag_tensor *t, ag_grad_hook_fn fn, void *user) {
+    return add_hook("ag_register_hook", t, fn, NULL, user);
+}
+
+uint64_t ag_register_post_accumulate_grad_hook(ag_tensor *leaf, ag_post_accumulate_hook_fn fn,
+                                               void *user) {
+    return add_hook("ag_register_post_accumulate_grad_hook", leaf, NULL, fn, user);
 }
 
 ag_status ag_remove_hook(ag_tensor *t, uint64_t handle) {

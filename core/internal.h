@@ -88,13 +88,15 @@ typedef struct ag_storage {
     uint64_t version; /* atomic: bumped by every in-place write */
 } ag_storage;
 
-/* A gradient hook on a leaf tensor or a graph node output. */
+/* A gradient hook on a leaf tensor or a graph node output, or a post-accumulate-grad hook
+ * on a leaf (exactly one of fn and post is set). */
 typedef struct ag_hook {
-    uint64_t handle;      /* returned by ag_register_hook */
-    int output_nr;        /* node output it watches (0 for leaves) */
-    ag_grad_hook_fn fn;   /* the user function */
-    void *user;           /* its argument */
-    struct ag_hook *next; /* next hook, in registration order */
+    uint64_t handle;                 /* returned by ag_register_hook or its post variant */
+    int output_nr;                   /* node output it watches (0 for leaves) */
+    ag_grad_hook_fn fn;              /* the tensor hook, or NULL */
+    ag_post_accumulate_hook_fn post; /* the post-accumulate-grad hook, or NULL */
+    void *user;                      /* its argument */
+    struct ag_hook *next;            /* next hook, in registration order */
 } ag_hook;
 
 struct ag_tensor {
@@ -112,7 +114,7 @@ struct ag_tensor {
     ag_node *grad_fn;             /* creator node (strong), NULL for leaves */
     int output_nr;                /* which output of grad_fn this is */
     ag_tensor *grad;              /* accumulated gradient (strong) or NULL */
-    ag_hook *hooks;               /* leaf hooks */
+    ag_hook *hooks;               /* leaf hooks (tensor and post-accumulate-grad) */
 };
 
 /* A new tensor struct with contiguous strides and fresh storage (not registered in any

@@ -1,5 +1,5 @@
 /* The module object every layer and container is (nn/module_internal.h): a kind (vtable),
- * named parameters, children, train/eval mode and forward hooks. Kinds live in layers.c. */
+ * named parameters, children, train/eval mode and forward (pre-)hooks. Kinds live in layers.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,7 +170,7 @@ static void compact_hooks(ag_module *m) {
     m->hooks_removed = false;
     int kept = 0;
     for (int i = 0; i < m->n_hooks; i++)
-        if (m->hooks[i].fn) m->hooks[kept++] = m->hooks[i];
+        if (m->hooks[i].pre || m->hooks[i].fn) m->hooks[kept++] = m->hooks[i];
     m->n_hooks = kept;
 }
 
@@ -185,11 +185,18 @@ ag_tensor *ag_module_forward(ag_module *m, ag_tensor *x) {
     ag_scope *scope = ag_scope_begin();
     if (!scope) return NULL;
     atomic_fetch_add(&m->running, 1);
+    /* Hooks registered by a hook run from the next call on. Pre-hooks all run before the
+     * forward and forward hooks after it, each seeing what the previous one left. */
+    int n = m->n_hooks;
+    for (int i = 0; i < n; i++) {
+        ag__module_hook h = m->hooks[i];
+        ag_tensor *r = h.pre ? h.pre(m, x, h.user) : NULL;
+        if (r) x = r;
+    }
     ag_tensor *y = m->kind->forward(m, x);
     if (!y) name_error(m);
-    /* Hooks registered by a hook run from the next call on. */
-    for (int i = 0, n = m->n_hooks; y && i < n; i++) {
-        ag__forward_hook h = m->hooks[i];
+    for (int i = 0; y && i < n; i++) {
+        ag__module_hook h = m->hooks[i];
         ag_tensor *r = h.fn ? h.fn(m, x, y, h.user) : NULL;
         if (r) y = r;
     }
@@ -249,40 +256,50 @@ ag_module *ag_module_child(const ag_module *m, int i) {
     return m->children[i];
 }
 
-uint64_t ag_module_register_forward_hook(ag_module *m, ag_forward_hook_fn fn, void *user) {
-    if (!m || !fn) {
-        ag__error(AG_ERR_INVALID_ARG, "ag_module_register_forward_hook: the %s is NULL",
-                  m ? "hook function" : "module");
+/* Appends a pre-hook (pre) or forward hook (fn) to m's hooks; its handle, 0 on error. */
+static uint64_t add_hook(const char *who, ag_module *m, ag_forward_pre_hook_fn pre,
+                         ag_forward_hook_fn fn, void *user) {
+    if (!m || (!pre && !fn)) {
+        ag__error(AG_ERR_INVALID_ARG, "%s: the %s is NULL", who, m ? "hook function" : "module");
         return 0;
     }
     if (m->n_hooks == m->hooks_cap) {
         int cap = m->hooks_cap ? 2 * m->hooks_cap : 4;
-        ag__forward_hook *h = realloc(m->hooks, (size_t)cap * sizeof *h);
+        ag__module_hook *h = realloc(m->hooks, (size_t)cap * sizeof *h);
         if (!h) {
-            ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory for a forward hook",
-                      m->kind->name);
+            ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory for a hook", m->kind->name);
             return 0;
         }
         m->hooks = h;
         m->hooks_cap = cap;
     }
     uint64_t handle = atomic_fetch_add(&next_hook_handle, 1);
-    m->hooks[m->n_hooks++] = (ag__forward_hook){handle, fn, user};
+    m->hooks[m->n_hooks++] = (ag__module_hook){handle, pre, fn, user};
     return handle;
 }
 
-ag_status ag_module_remove_forward_hook(ag_module *m, uint64_t handle) {
-    if (!m) return ag__error(AG_ERR_INVALID_ARG, "ag_module_remove_forward_hook: module is NULL");
+uint64_t ag_module_register_forward_pre_hook(ag_module *m, ag_forward_pre_hook_fn fn, void *user) {
+    return add_hook("ag_module_register_forward_pre_hook", m, fn, NULL, user);
+}
+
+uint64_t ag_module_register_forward_hook(ag_module *m, ag_forward_hook_fn fn, void *user) {
+    return add_hook("ag_module_register_forward_hook", m, NULL, fn, user);
+}
+
+ag_status ag_module_remove_hook(ag_module *m, uint64_t handle) {
+    if (!m) return ag__error(AG_ERR_INVALID_ARG, "ag_module_remove_hook: module is NULL");
     for (int i = 0; i < m->n_hooks; i++) {
-        if (m->hooks[i].handle != handle || !m->hooks[i].fn) continue;
+        ag__module_hook *h = &m->hooks[i];
+        if (h->handle != handle || (!h->pre && !h->fn)) continue;
         /* While hooks run, entries must keep their places: mark it, compact later. */
-        m->hooks[i].fn = NULL;
+        h->pre = NULL;
+        h->fn = NULL;
         m->hooks_removed = true;
         if (!atomic_load(&m->running)) compact_hooks(m);
         return AG_OK;
     }
     return ag__error(AG_ERR_INVALID_ARG,
-                     "ag_module_remove_forward_hook: %s has no forward hook with handle %llu "
-                     "(never registered on it, or removed already)",
+                     "ag_module_remove_hook: %s has no hook with handle %llu (never registered "
+                     "on it, or removed already)",
                      m->kind->name, (unsigned long long)handle);
 }

@@ -20,12 +20,14 @@ typedef struct ag__module_kind {
     void (*free)(ag_module *m);
 } ag__module_kind;
 
-/* A registered forward hook; fn NULL marks one removed while hooks were running. */
-typedef struct ag__forward_hook {
-    uint64_t handle;       /* returned by ag_module_register_forward_hook */
-    ag_forward_hook_fn fn; /* the user function */
-    void *user;            /* its argument */
-} ag__forward_hook;
+/* A registered forward pre-hook (pre set) or forward hook (fn set); both NULL mark one
+ * removed while hooks were running. */
+typedef struct ag__module_hook {
+    uint64_t handle;            /* returned by ag_module_register_forward_(pre_)hook */
+    ag_forward_pre_hook_fn pre; /* the pre-hook, or NULL */
+    ag_forward_hook_fn fn;      /* the forward hook, or NULL */
+    void *user;                 /* its argument */
+} ag__module_hook;
 
 /* The part every module starts with; a kind embeds it as its first member. */
 struct ag_module {
@@ -40,8 +42,8 @@ struct ag_module {
     ag_named_tensor *params;
     int n_children;         /* children, named "0", "1", ... */
     ag_module **children;   /* owned */
-    int n_hooks, hooks_cap; /* forward hooks, in registration order */
-    ag__forward_hook *hooks;
+    int n_hooks, hooks_cap; /* forward pre-hooks and hooks, in registration order */
+    ag__module_hook *hooks;
     /* Forwards in progress (hooks may re-enter; threads may share an eval-mode module). */
     atomic_int running;
     bool hooks_removed; /* hooks were removed while running: compact when none runs */

@@ -375,7 +375,7 @@ static ag_tensor *hook_once(ag_module *m, ag_tensor *in, ag_tensor *out, void *u
     (void)out;
     hook_log *log = user;
     log->order[log->n++] = 'O';
-    ck_assert_int_eq(ag_module_remove_forward_hook(m, log->handle), AG_OK);
+    ck_assert_int_eq(ag_module_remove_hook(m, log->handle), AG_OK);
     return NULL;
 }
 
@@ -393,9 +393,9 @@ START_TEST(forward_hooks_observe_replace_run_in_order_and_are_removed) {
     ck_assert_str_eq(log.order, "AB");
     ck_assert(log.first_seen == 3); /* B saw A's replacement */
 
-    ck_assert_int_eq(ag_module_remove_forward_hook(relu, a), AG_OK);
-    ck_assert_int_eq(ag_module_remove_forward_hook(relu, a), AG_ERR_INVALID_ARG);
-    assert_error(AG_ERR_INVALID_ARG, "no forward hook with handle");
+    ck_assert_int_eq(ag_module_remove_hook(relu, a), AG_OK);
+    ck_assert_int_eq(ag_module_remove_hook(relu, a), AG_ERR_INVALID_ARG);
+    assert_error(AG_ERR_INVALID_ARG, "no hook with handle");
     ck_assert_msg(tu_values_are(ag_module_forward(relu, x), 1, TU_SHAPE(3), TU_VALUES(1.5, 0, 2), 0,
                                 0, msg, sizeof msg, NULL),
                   "%s", msg);
@@ -409,9 +409,9 @@ START_TEST(forward_hooks_observe_replace_run_in_order_and_are_removed) {
     ck_assert_str_eq(log.order, "ABBBOB");
     /* A handle belongs to the module it was registered on. */
     ag_module *other = ag_relu_new();
-    ck_assert_int_eq(ag_module_remove_forward_hook(other, b), AG_ERR_INVALID_ARG);
+    ck_assert_int_eq(ag_module_remove_hook(other, b), AG_ERR_INVALID_ARG);
     ag_clear_error();
-    ck_assert_int_eq(ag_module_remove_forward_hook(relu, b), AG_OK);
+    ck_assert_int_eq(ag_module_remove_hook(relu, b), AG_OK);
     ag_module_free(other);
     ag_module_free(relu);
 }
@@ -666,10 +666,10 @@ START_TEST(accessor_and_hook_argument_errors) {
     assert_error(AG_ERR_INVALID_ARG, "the hook function is NULL");
     ck_assert_int_eq(ag_module_register_forward_hook(NULL, hook_observe, NULL), 0);
     assert_error(AG_ERR_INVALID_ARG, "the module is NULL");
-    ck_assert_int_eq(ag_module_remove_forward_hook(NULL, 1), AG_ERR_INVALID_ARG);
+    ck_assert_int_eq(ag_module_remove_hook(NULL, 1), AG_ERR_INVALID_ARG);
     assert_error(AG_ERR_INVALID_ARG, "module is NULL");
-    ck_assert_int_eq(ag_module_remove_forward_hook(relu, 0), AG_ERR_INVALID_ARG);
-    assert_error(AG_ERR_INVALID_ARG, "ReLU has no forward hook with handle 0");
+    ck_assert_int_eq(ag_module_remove_hook(relu, 0), AG_ERR_INVALID_ARG);
+    assert_error(AG_ERR_INVALID_ARG, "ReLU has no hook with handle 0");
     ck_assert_ptr_null(ag_module_kind(NULL));
     ck_assert(!ag_module_is_training(NULL));
     ag_module_train(NULL, false);

@@ -214,8 +214,17 @@ ag_tensor *ag_detach(ag_tensor *t);
 typedef ag_tensor *(*ag_grad_hook_fn)(ag_tensor *grad, void *user);
 /* Registers a hook on t (which must require grad); returns a handle > 0, or 0 on error. */
 uint64_t ag_register_hook(ag_tensor *t, ag_grad_hook_fn fn, void *user);
-/* Removes a hook by handle; error if the handle is unknown or already removed. */
+/* Removes a hook (a tensor hook or a post-accumulate-grad hook) by handle; error if the
+ * handle is unknown or already removed. */
 ag_status ag_remove_hook(ag_tensor *t, uint64_t handle);
+/* A post-accumulate-grad hook: runs once per ag_backward for its leaf, after every
+ * gradient of that backward has been accumulated into the leaf's .grad. */
+typedef void (*ag_post_accumulate_hook_fn)(ag_tensor *leaf, void *user);
+/* Registers a post-accumulate-grad hook on a leaf that requires grad (error on a non-leaf);
+ * returns a handle > 0 that ag_remove_hook removes, or 0 on error. Not run by ag_grad,
+ * which leaves .grad alone. */
+uint64_t ag_register_post_accumulate_grad_hook(ag_tensor *leaf, ag_post_accumulate_hook_fn fn,
+                                               void *user);
 
 /* ---- debugging: graph pictures and op traces (docs/debugging.md) ------------------------- */
 

@@ -88,7 +88,8 @@ ag_module *ag_sequential_new(int n, ag_module *const *children);
 
 /* Frees a module, its parameters' references and its children. NULL is ignored. */
 void ag_module_free(ag_module *m);
-/* Runs the module (and its forward hooks) on x; new reference as for any op. */
+/* Runs m's forward pre-hooks, its forward on x and its forward hooks; new reference as for
+ * any op. */
 ag_tensor *ag_module_forward(ag_module *m, ag_tensor *x);
 /* Sets train (true) or eval (false) mode, recursively. */
 void ag_module_train(ag_module *m, bool training);
@@ -102,14 +103,22 @@ int ag_module_parameters(const ag_module *m, ag_named_tensor *out, int capacity)
 /* Child i of a container (borrowed), NULL if none. */
 ag_module *ag_module_child(const ag_module *m, int i);
 
+/* A forward pre-hook: sees a module's input before its forward; returns NULL to keep it or
+ * a tensor (a new reference owned as an op result) that replaces it. */
+typedef ag_tensor *(*ag_forward_pre_hook_fn)(ag_module *m, ag_tensor *input, void *user);
 /* A forward hook: sees a module's input and output; returns NULL to keep the output or a
  * tensor (a new reference owned as an op result) that replaces it. */
 typedef ag_tensor *(*ag_forward_hook_fn)(ag_module *m, ag_tensor *input, ag_tensor *output,
                                          void *user);
-/* Registers a forward hook; returns a handle > 0 (0 on error). */
+/* Registers a forward pre-hook; returns a handle > 0 (0 on error). Pre-hooks run in
+ * registration order before the forward, each seeing the previous one's input. */
+uint64_t ag_module_register_forward_pre_hook(ag_module *m, ag_forward_pre_hook_fn fn, void *user);
+/* Registers a forward hook; returns a handle > 0 (0 on error). Forward hooks run in
+ * registration order after the forward, each seeing the previous one's output. */
 uint64_t ag_module_register_forward_hook(ag_module *m, ag_forward_hook_fn fn, void *user);
-/* Removes a forward hook by handle. */
-ag_status ag_module_remove_forward_hook(ag_module *m, uint64_t handle);
+/* Removes a forward pre-hook or forward hook of m by handle; error if m has none with it
+ * (never registered on m, or removed already). */
+ag_status ag_module_remove_hook(ag_module *m, uint64_t handle);
 
 #ifdef __cplusplus
 }
