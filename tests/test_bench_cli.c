@@ -23,17 +23,6 @@ static int run(const char *cmd) {
     return tu_run_command(full, out, sizeof out);
 }
 
-/* A file's whole text (malloc'd), NULL if unreadable. */
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *text = malloc(1 << 20);
-    const size_t n = text ? fread(text, 1, (1 << 20) - 1, f) : 0;
-    if (text) text[n] = '\0';
-    fclose(f);
-    return text;
-}
-
 /* A path in the tests' output directory. */
 static const char *out_path(const char *name, char *buf, size_t size) {
     mkdir(AG_BENCH_OUT_DIR, 0777);
@@ -60,7 +49,7 @@ START_TEST(table_csv_and_json) {
                   "%s", out);
     ck_assert_msg(!strstr(out, "model level"), "--ops left the steps out: %s", out);
 
-    char *text = slurp(csv);
+    char *text = tu_read_text(csv);
     ck_assert_ptr_nonnull(text);
     ck_assert_msg(strncmp(text, CSV_HEADER "\n", strlen(CSV_HEADER) + 1) == 0, "%s", text);
     int rows = 0;
@@ -77,7 +66,7 @@ START_TEST(table_csv_and_json) {
     ck_assert_ptr_nonnull(strstr(text, ",forward+backward,float32,"));
     free(text);
 
-    text = slurp(json);
+    text = tu_read_text(json);
     ck_assert_ptr_nonnull(text);
     cJSON *root = cJSON_Parse(text);
     free(text);
@@ -191,7 +180,7 @@ START_TEST(torch_comparison) {
              python, script, csv);
     ck_assert_msg(run(cmd) == 0, "%s", out);
     ck_assert_msg(strstr(out, "== vs PyTorch 9.9.9 (cpu, 2 threads"), "%s", out);
-    char *text = slurp(csv);
+    char *text = tu_read_text(csv);
     ck_assert_ptr_nonnull(text);
     ck_assert_msg(strstr(text, "overhead,overhead,16,torch,forward_grad,float32,1,"), "%s", text);
     ck_assert_msg(strstr(text, "overhead,overhead,16,cpu:0,forward+backward,float32,"), "%s", text);

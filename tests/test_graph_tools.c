@@ -16,26 +16,7 @@ static char tmpdir[64];
 
 /* A path in this test's temporary directory. */
 static const char *tmp_path(const char *name, char *buf, size_t size) {
-    if (!tmpdir[0]) {
-        snprintf(tmpdir, sizeof tmpdir, "/tmp/ag_test_graph_tools_XXXXXX");
-        ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-    }
-    snprintf(buf, size, "%s/%s", tmpdir, name);
-    return buf;
-}
-
-/* The whole file at path as a malloc'd string (NULL if unreadable). */
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    size_t got = s ? fread(s, 1, (size_t)n, f) : 0;
-    fclose(f);
-    if (s) s[got] = '\0';
-    return s;
+    return tu_tmp_path(tmpdir, sizeof tmpdir, "graph_tools", name, buf, size);
 }
 
 /* A parameter of the given shape, requiring grad. */
@@ -67,7 +48,7 @@ START_TEST(test_dot_mlp) {
     char path[128];
     ag_tensor *loss = mlp_loss();
     ck_assert_int_eq(ag_graph_dot(loss, tmp_path("mlp.dot", path, sizeof path)), AG_OK);
-    char *text = read_text(path);
+    char *text = tu_read_text(path);
     ck_assert_ptr_nonnull(text);
     ck_assert_msg(strncmp(text, "digraph", 7) == 0, "%s", text);
     const char *want[] = {"linear",
@@ -111,7 +92,7 @@ START_TEST(test_dot_renders_p_model) {
     ck_assert_msg(loss, "%s", ag_last_error());
     char dot[128], png[128], cmd[400], out[512];
     ck_assert_int_eq(ag_graph_dot(loss, tmp_path("p_model.dot", dot, sizeof dot)), AG_OK);
-    char *text = read_text(dot);
+    char *text = tu_read_text(dot);
     ck_assert_ptr_nonnull(text);
     ck_assert_msg(strstr(text, "gelu") && strstr(text, "layer_norm"), "%s", text);
     free(text);
@@ -150,7 +131,7 @@ END_TEST
 
 /* The trace at path, parsed (the caller deletes it). */
 static cJSON *load_trace(const char *path) {
-    char *text = read_text(path);
+    char *text = tu_read_text(path);
     ck_assert_ptr_nonnull(text);
     cJSON *doc = cJSON_Parse(text);
     ck_assert_msg(doc, "not JSON: %.200s", text);

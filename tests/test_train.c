@@ -223,12 +223,7 @@ static int run_cli(const char *args, char *out, size_t size) {
 
 /* A path in this test's temporary directory. */
 static const char *tmp_path(const char *name, char *buf, size_t size) {
-    if (!tmpdir[0]) {
-        snprintf(tmpdir, sizeof tmpdir, "/tmp/ag_test_train_XXXXXX");
-        ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-    }
-    snprintf(buf, size, "%s/%s", tmpdir, name);
-    return buf;
+    return tu_tmp_path(tmpdir, sizeof tmpdir, "train", name, buf, size);
 }
 
 /* The "test accuracy ..." line of an output, copied into line. */

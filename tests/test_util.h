@@ -174,6 +174,32 @@ static inline int tu_run_command(const char *cmd, char *out, size_t size) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/* The whole text of the file at path, NUL-terminated and malloc'd; NULL if unreadable. */
+static inline char *tu_read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    size_t got = s ? fread(s, 1, (size_t)n, f) : 0;
+    fclose(f);
+    if (s) s[got] = '\0';
+    return s;
+}
+
+/* Path `name` in a test's temporary directory dir (a buffer of dir_size bytes, "" until
+ * the first call, which creates /tmp/ag_test_<tag>_XXXXXX in it), written into buf. */
+static inline const char *tu_tmp_path(char *dir, size_t dir_size, const char *tag, const char *name,
+                                      char *buf, size_t size) {
+    if (!dir[0]) {
+        snprintf(dir, dir_size, "/tmp/ag_test_%s_XXXXXX", tag);
+        ck_assert_ptr_nonnull(mkdtemp(dir));
+    }
+    snprintf(buf, size, "%s/%s", dir, name);
+    return buf;
+}
+
 /* The usual Check fixture: each test starts with no pending error, inside a scope of its
  * own that the teardown ends (so LeakSanitizer sees every temporary freed). */
 static ag_scope *tu_fixture_scope;
