@@ -339,7 +339,9 @@ static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, pt
         out_g && in_g ? AG_OK : ag__error(AG_ERR_OUT_OF_MEMORY, "backward: out of memory");
     if (st == AG_OK) st = gather_output_grads(n, cap, out_g);
     bool have_grads = st == AG_OK && n->n_outputs > 0 && out_g[0];
-    if (have_grads) st = check_saved(n);
+    /* A node of ag_checkpoint gets its saved tensors back by running the function again. */
+    if (have_grads && n->awaiting_recompute && !n->saved_freed) st = ag__checkpoint_recompute(n);
+    if (have_grads && st == AG_OK) st = check_saved(n);
     if (have_grads && st == AG_OK) {
         ag_scope *scope = ag_scope_begin();
         ag_backward_ctx ctx = {n, out_g, in_g};

@@ -327,6 +327,8 @@ ag_status ag__dispatch(ag_op_def *op, int n_inputs, ag_tensor *const *inputs, co
             any = inputs[i]->requires_grad && !ag__input_bit(op->nondiff_inputs, i);
         if (any) st = ag__graph_record(op, n_inputs, inputs, ctx.attrs, n_outputs, outputs);
     }
+    if (st == AG_OK && !recorded && ag__fwad_active())
+        st = ag__fwad_propagate(op, n_inputs, inputs, ctx.attrs, n_outputs, outputs);
     if (traced) /* creation ops have no input: their output tells the device */
         ag__trace_end(traced, op->name, false,
                       n_inputs      ? inputs[0]->storage->device

@@ -130,8 +130,10 @@ ag_status ag__graph_record(ag_op_def *op, int n_inputs, ag_tensor *const *inputs
         out->requires_grad = true;
         ag__node_retain(node);
     }
+    /* Inside ag_checkpoint the saved tensors are dropped now and recomputed in backward. */
+    ag_status st = ag__checkpoint_current ? ag__checkpoint_recorded(node) : AG_OK;
     ag__node_release(node); /* the outputs hold it now */
-    return AG_OK;
+    return st;
 }
 
 void ag__node_retain(ag_node *node) {
@@ -170,6 +172,7 @@ void ag__node_release(ag_node *node) {
             stack[top++] = next;
         }
         ag__node_free_saved(n);
+        if (n->checkpoint) ag__checkpoint_node_freed(n);
         for (int j = 0; j < n->n_outputs; j++) ag_release(n->grad_buf[j]);
         for (ag_hook *h = n->hooks, *next; h; h = next) {
             next = h->next;

@@ -19,6 +19,7 @@
 typedef struct ag_node ag_node;
 typedef struct ag_op_def ag_op_def;
 typedef struct ag_origin ag_origin;
+typedef struct ag_dual ag_dual;
 
 /* ---- errors (core/error.c) ---- */
 
@@ -115,6 +116,7 @@ struct ag_tensor {
     int output_nr;                /* which output of grad_fn this is */
     ag_tensor *grad;              /* accumulated gradient (strong) or NULL */
     ag_hook *hooks;               /* leaf hooks (tensor and post-accumulate-grad) */
+    ag_dual *dual;                /* forward AD: the tangent of the dual level, or NULL */
 };
 
 /* A new tensor struct with contiguous strides and fresh storage (not registered in any
@@ -156,6 +158,20 @@ typedef struct ag_backward_ctx {
     ag_tensor **grad_inputs;        /* backward stores one result per input it needs */
 } ag_backward_ctx;
 
+/* Everything an op's forward-mode rule (jvp) sees. Rules are written in ag ops on the
+ * primal values; they run with forward AD suspended and grad mode as it is, so a tangent
+ * is itself differentiable in reverse mode (reverse-over-forward). */
+typedef struct ag_jvp_ctx {
+    const ag_op_def *op;         /* the op that ran */
+    int n_inputs;                /* number of inputs */
+    ag_tensor *const *inputs;    /* the primal inputs */
+    ag_tensor *const *tangents;  /* one per input; NULL where it has none (a zero tangent) */
+    const ag_attrs *attrs;       /* the op's attributes */
+    int n_outputs;               /* number of outputs */
+    ag_tensor *const *outputs;   /* the primal outputs */
+    ag_tensor **output_tangents; /* the rule stores one per output (NULL: a zero tangent) */
+} ag_jvp_ctx;
+
 /* Op flags. */
 enum {
     AG_OPF_NONDIFF = 1u << 0, /* outputs never require grad (comparisons, argmax) */
@@ -179,6 +195,10 @@ struct ag_op_def {
     uint32_t nondiff_inputs;              /* bit i: input i never gets a gradient (indices) */
     ag_status (*forward)(ag_op_ctx *ctx); /* computes outputs */
     ag_status (*backward)(ag_backward_ctx *ctx); /* NULL: not differentiable */
+    /* Forward-mode rule; NULL derives the tangents from backward (core/forward_ad.c). */
+    ag_status (*jvp)(ag_jvp_ctx *ctx);
+    /* One-input elementwise ops: f'(x), which their shared backward and jvp multiply by. */
+    ag_tensor *(*derivative)(ag_tensor *x, const ag_attrs *attrs);
     /* Plugin ops (core/plugin_ops.c) also use: */
     uint32_t save_outputs;    /* bit j: output j is saved (as an alias without history) */
     uint32_t mutated_inputs;  /* bit i: the forward writes input i (its version is bumped) */
@@ -273,6 +293,10 @@ struct ag_node {
     ag_hook *hooks;          /* hooks on outputs (non-leaf tensor hooks) */
     ag_tensor **retained;    /* n_outputs weak pointers of retain_grad tensors */
     ag_origin *origin;       /* anomaly mode: the forward's call stack (malloc) or NULL */
+    /* activation checkpointing (core/checkpoint.c) */
+    struct ag_checkpoint_frame *checkpoint; /* frame that dropped the saved tensors (strong) */
+    int checkpoint_index;                   /* position among the ops the frame recorded */
+    bool awaiting_recompute;                /* saved tensors dropped, not recomputed yet */
     /* engine scratch, valid during one backward */
     uint64_t epoch;       /* backward pass that last visited the node */
     int deps;             /* pending downstream contributions */
@@ -292,8 +316,6 @@ void ag__node_free_saved(ag_node *n);
 void ag__anomaly_read_env(void);
 /* Saved input i of the node being run (borrowed); NULL if not saved. */
 ag_tensor *ag__saved(const ag_backward_ctx *ctx, int i);
-/* Saved output j of the node being run (an alias without history); NULL if not saved. */
-ag_tensor *ag__saved_output(const ag_backward_ctx *ctx, int j);
 /* Saved output j of the node being run (an alias without history); NULL if not saved. */
 ag_tensor *ag__saved_output(const ag_backward_ctx *ctx, int j);
 /* Whether input i of the node needs a gradient. */
@@ -337,6 +359,30 @@ ag_origin *ag__anomaly_origin(void);
  * input of n, NULL entries skipped) holds a NaN or an Inf; AG_OK otherwise. */
 ag_status ag__anomaly_check(const ag_node *n, ag_tensor *const *grads);
 
+/* ---- forward-mode AD (core/forward_ad.c) ---- */
+
+/* Non-zero while a dual level is open (atomic; any thread). */
+extern int ag__fwad_level_open;
+/* Non-zero while this thread runs a forward rule (whose own ops carry no tangents). */
+extern _Thread_local int ag__fwad_suspended;
+/* Whether ops on this thread must propagate tangents: the one check every op pays. */
+static inline bool ag__fwad_active(void) {
+    return __atomic_load_n(&ag__fwad_level_open, __ATOMIC_RELAXED) && !ag__fwad_suspended;
+}
+/* t's tangent at the open dual level (borrowed), or NULL. */
+ag_tensor *ag__tangent(const ag_tensor *t);
+/* Gives t the tangent (a new reference is taken; NULL removes t's). */
+ag_status ag__set_tangent(ag_tensor *t, ag_tensor *tangent);
+/* Called by dispatch after an op ran while ag__fwad_active(): computes the outputs'
+ * tangents from the inputs' with the op's jvp rule (or from its backward). */
+ag_status ag__fwad_propagate(ag_op_def *op, int n_inputs, ag_tensor *const *inputs,
+                             const ag_attrs *attrs, int n_outputs, ag_tensor **outputs);
+/* The jvp of ops linear in their differentiable inputs: the op itself applied to the
+ * tangents (zeros where an input has none; non-differentiable inputs as they are). */
+ag_status ag__jvp_linear(ag_jvp_ctx *ctx);
+/* The jvp of one-input elementwise ops: tangent * op->derivative(x). */
+ag_status ag__jvp_elementwise(ag_jvp_ctx *ctx);
+
 /* ---- plugins (core/plugin_loader.c) ---- */
 
 /* Loads the plugins of AG_PLUGINS once (ag_init calls it after the default backend is up);
@@ -370,5 +416,29 @@ static inline uint64_t ag__trace_begin(void) {
  * 0 does nothing) to now, with the shapes of inputs[0..n) as its arguments. */
 void ag__trace_end(uint64_t start, const char *name, bool backward, ag_device device, int n,
                    ag_tensor *const *inputs);
+
+/* ---- activation checkpointing (core/checkpoint.c) ---- */
+
+/* A call of ag_checkpoint: its function, inputs, RNG state and the nodes it recorded. */
+typedef struct ag_checkpoint_frame ag_checkpoint_frame;
+
+/* The frame whose function is running on this thread (its forward or its recomputation),
+ * or NULL. Every recorded node tests it, so it is a plain thread-local, not a call. */
+extern _Thread_local ag_checkpoint_frame *ag__checkpoint_current;
+/* Called by ag__graph_record for a node recorded while a frame is current. In the forward
+ * it drops the node's saved tensors and ties the node to the frame; in the recomputation
+ * it hands the saved tensors to the frame's matching original node (error if the op
+ * sequence differs or a saved tensor changed version). */
+ag_status ag__checkpoint_recorded(ag_node *node);
+/* Runs the frame of n (n->awaiting_recompute) again so that its nodes get their saved
+ * tensors back (called by the engine just before n's backward). */
+ag_status ag__checkpoint_recompute(ag_node *n);
+/* A node tied to a frame is being freed: clears its slot and drops its frame reference. */
+void ag__checkpoint_node_freed(ag_node *n);
+/* The default generator's state (core/random.c), read at ag_checkpoint and put back for
+ * the recomputation so that dropout draws the same mask. */
+void ag__default_rng_state(uint64_t *seed, uint64_t *counter);
+/* Sets the default generator's state to one read by ag__default_rng_state. */
+void ag__default_rng_restore(uint64_t seed, uint64_t counter);
 
 #endif

@@ -30,6 +30,16 @@ void ag_manual_seed(uint64_t seed) {
     default_generator.counter = 0;
 }
 
+void ag__default_rng_state(uint64_t *seed, uint64_t *counter) {
+    *seed = default_generator.seed;
+    *counter = default_generator.counter;
+}
+
+void ag__default_rng_restore(uint64_t seed, uint64_t counter) {
+    default_generator.seed = seed;
+    default_generator.counter = counter;
+}
+
 /* One Philox4x32-10 block (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3"). */
 static void philox(uint64_t key, uint64_t counter, uint32_t out[4]) {
     uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;

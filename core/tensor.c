@@ -19,6 +19,57 @@ bool ag__same_device(ag_device a, ag_device b) {
     return a.backend == b.backend && a.index == b.index;
 }
 
+/* ---- memory accounting: bytes of live storages per device (ag_memory_allocated) ---- */
+
+/* Devices per backend that are counted; storages on higher indices are not. */
+#define MEMORY_MAX_DEVICES 16
+
+/* Per (backend, device) slot, see memory_slot. */
+static uint64_t memory_now[AG_MAX_BACKENDS * MEMORY_MAX_DEVICES];  /* atomic: live bytes */
+static uint64_t memory_peak[AG_MAX_BACKENDS * MEMORY_MAX_DEVICES]; /* atomic: high water */
+
+/* The counters' slot of a device, or -1 when it is outside the table. */
+static int memory_slot(ag_device device) {
+    if (device.backend < 0 || device.backend >= AG_MAX_BACKENDS || device.index < 0 ||
+        device.index >= MEMORY_MAX_DEVICES)
+        return -1;
+    return device.backend * MEMORY_MAX_DEVICES + device.index;
+}
+
+/* Counts nbytes more (or fewer, when freeing) on device and raises its peak. */
+static void memory_count(ag_device device, size_t nbytes, bool allocated) {
+    int slot = memory_slot(device);
+    if (slot < 0 || !nbytes) return;
+    uint64_t *now = &memory_now[slot], *peak = &memory_peak[slot];
+    if (!allocated) {
+        __atomic_sub_fetch(now, (uint64_t)nbytes, __ATOMIC_RELAXED);
+        return;
+    }
+    uint64_t total = __atomic_add_fetch(now, (uint64_t)nbytes, __ATOMIC_RELAXED);
+    uint64_t seen = __atomic_load_n(peak, __ATOMIC_RELAXED);
+    /* A failed exchange reloads seen: retry only while total is still the higher one. */
+    while (total > seen && !__atomic_compare_exchange_n(peak, &seen, total, true, __ATOMIC_RELAXED,
+                                                        __ATOMIC_RELAXED))
+        continue;
+}
+
+uint64_t ag_memory_allocated(ag_device device) {
+    int slot = memory_slot(device);
+    return slot < 0 ? 0 : __atomic_load_n(&memory_now[slot], __ATOMIC_RELAXED);
+}
+
+uint64_t ag_max_memory_allocated(ag_device device) {
+    int slot = memory_slot(device);
+    return slot < 0 ? 0 : __atomic_load_n(&memory_peak[slot], __ATOMIC_RELAXED);
+}
+
+void ag_reset_peak_memory(ag_device device) {
+    int slot = memory_slot(device);
+    if (slot < 0) return;
+    uint64_t now = __atomic_load_n(&memory_now[slot], __ATOMIC_RELAXED);
+    __atomic_store_n(&memory_peak[slot], now, __ATOMIC_RELAXED);
+}
+
 static ag_storage *storage_new(size_t nbytes, ag_device device) {
     if (device.backend < 0) {
         /* No backend could be loaded: ag_init sets the loader's message. */
@@ -43,6 +94,7 @@ static ag_storage *storage_new(size_t nbytes, ag_device device) {
         ag__pool_free(AG_POOL_STORAGE, s);
         return NULL;
     }
+    memory_count(device, nbytes, true);
     return s;
 }
 
@@ -50,6 +102,7 @@ static void storage_release(ag_storage *s) {
     if (!s || ATOMIC_DEC(&s->refcount) != 0) return;
     const ag_backend *be = ag__backend(s->device.backend);
     be->iface.free(s->device.index, s->data, s->nbytes ? s->nbytes : 1);
+    memory_count(s->device, s->nbytes, false);
     ag__pool_free(AG_POOL_STORAGE, s);
 }
 
@@ -146,6 +199,7 @@ void ag_release(ag_tensor *t) {
         free(h);
     }
     ag_release(t->grad);
+    if (t->dual) ag__set_tangent(t, NULL);
     storage_release(t->storage);
     ag__pool_free(AG_POOL_TENSOR, t);
 }

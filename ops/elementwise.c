@@ -18,6 +18,10 @@ ag_tensor *ag__scalar_like(const ag_tensor *t, double value) {
     return ag__scalar_on(t->dtype, value, t->storage->device);
 }
 
+ag_tensor *ag__jvp_sum(ag_tensor *a, ag_tensor *b) {
+    return a && b ? ag_add(a, b) : a ? a : b;
+}
+
 /* Runs a one-input op, or a two-input op after promoting both inputs to one dtype. */
 static ag_tensor *unary(ag_op_def *op, ag_tensor *a, const ag_attrs *attrs) {
     return ag__dispatch1(op, 1, &a, attrs);
@@ -107,21 +111,83 @@ static ag_status minimum_backward(ag_backward_ctx *ctx) {
     return AG_OK;
 }
 
-#define BINARY_DEF(var, op_name, bw, saves)                                                        \
+/* Forward rules: tangents ta, tb of a and b (NULL: zero); the result is broadcast to the
+ * output's shape by the caller (core/forward_ad.c). */
+static ag_status add_jvp(ag_jvp_ctx *ctx) {
+    ctx->output_tangents[0] = ag__jvp_sum(TANGENT(ctx, 0), TANGENT(ctx, 1));
+    return AG_OK;
+}
+
+static ag_status sub_jvp(ag_jvp_ctx *ctx) {
+    ag_tensor *ta = TANGENT(ctx, 0), *tb = TANGENT(ctx, 1);
+    ctx->output_tangents[0] = ta && tb ? ag_sub(ta, tb) : ta ? ta : ag_neg(tb);
+    return AG_OK;
+}
+
+static ag_status mul_jvp(ag_jvp_ctx *ctx) {
+    ag_tensor *ta = TANGENT(ctx, 0), *tb = TANGENT(ctx, 1);
+    ctx->output_tangents[0] =
+        ag__jvp_sum(ta ? ag_mul(ta, PRIMAL(ctx, 1)) : NULL, tb ? ag_mul(PRIMAL(ctx, 0), tb) : NULL);
+    return AG_OK;
+}
+
+static ag_status div_jvp(ag_jvp_ctx *ctx) {
+    ag_tensor *ta = TANGENT(ctx, 0), *tb = TANGENT(ctx, 1), *a = PRIMAL(ctx, 0),
+              *b = PRIMAL(ctx, 1);
+    ag_tensor *from_b = tb ? ag_neg(ag_div(ag_mul(tb, a), ag_mul(b, b))) : NULL;
+    ctx->output_tangents[0] = ag__jvp_sum(ta ? ag_div(ta, b) : NULL, from_b);
+    return AG_OK;
+}
+
+/* The same zero conventions as pow_backward. */
+static ag_status pow_jvp(ag_jvp_ctx *ctx) {
+    ag_tensor *ta = TANGENT(ctx, 0), *tb = TANGENT(ctx, 1), *a = PRIMAL(ctx, 0),
+              *b = PRIMAL(ctx, 1);
+    ag_tensor *from_a = NULL, *from_b = NULL;
+    if (ta) {
+        ag_tensor *zero = ag__scalar_like(b, 0.0);
+        ag_tensor *d = ag_mul(b, ag_pow(a, ag_sub(b, ag__scalar_like(b, 1.0))));
+        from_a = ag_mul(ta, ag_where(ag_eq(b, zero), zero, d));
+    }
+    if (tb) {
+        ag_tensor *zero = ag__scalar_like(a, 0.0);
+        ag_tensor *safe_log = ag_log(ag_where(ag_eq(a, zero), ag__scalar_like(a, 1.0), a));
+        from_b = ag_mul(tb, ag_mul(ctx->outputs[0], safe_log));
+    }
+    ctx->output_tangents[0] = ag__jvp_sum(from_a, from_b);
+    return AG_OK;
+}
+
+static ag_status extreme_jvp(ag_jvp_ctx *ctx, bool max) {
+    ag_tensor *ta = TANGENT(ctx, 0), *tb = TANGENT(ctx, 1), *a = PRIMAL(ctx, 0),
+              *b = PRIMAL(ctx, 1);
+    ctx->output_tangents[0] = ag__jvp_sum(ta ? ag_mul(ta, winner_mask(a, b, max)) : NULL,
+                                          tb ? ag_mul(tb, winner_mask(b, a, max)) : NULL);
+    return AG_OK;
+}
+static ag_status maximum_jvp(ag_jvp_ctx *ctx) {
+    return extreme_jvp(ctx, true);
+}
+static ag_status minimum_jvp(ag_jvp_ctx *ctx) {
+    return extreme_jvp(ctx, false);
+}
+
+#define BINARY_DEF(var, op_name, bw, fw, saves)                                                    \
     static ag_op_def var = {.name = op_name,                                                       \
                             .kernel = op_name,                                                     \
                             .n_inputs = 2,                                                         \
                             .n_outputs = 1,                                                        \
                             .save_inputs = saves,                                                  \
                             .forward = ag__forward_elementwise,                                    \
-                            .backward = bw}
-BINARY_DEF(op_add, "add", add_backward, 0);
-BINARY_DEF(op_sub, "sub", sub_backward, 0);
-BINARY_DEF(op_mul, "mul", mul_backward, 3);
-BINARY_DEF(op_div, "div", div_backward, 3);
-BINARY_DEF(op_pow, "pow", pow_backward, 3);
-BINARY_DEF(op_maximum, "maximum", maximum_backward, 3);
-BINARY_DEF(op_minimum, "minimum", minimum_backward, 3);
+                            .backward = bw,                                                        \
+                            .jvp = fw}
+BINARY_DEF(op_add, "add", add_backward, add_jvp, 0);
+BINARY_DEF(op_sub, "sub", sub_backward, sub_jvp, 0);
+BINARY_DEF(op_mul, "mul", mul_backward, mul_jvp, 3);
+BINARY_DEF(op_div, "div", div_backward, div_jvp, 3);
+BINARY_DEF(op_pow, "pow", pow_backward, pow_jvp, 3);
+BINARY_DEF(op_maximum, "maximum", maximum_backward, maximum_jvp, 3);
+BINARY_DEF(op_minimum, "minimum", minimum_backward, minimum_jvp, 3);
 
 #define COMPARE_DEF(var, op_name)                                                                  \
     static ag_op_def var = {.name = op_name,                                                       \
@@ -197,66 +263,65 @@ static ag_status neg_backward(ag_backward_ctx *ctx) {
     ctx->grad_inputs[0] = ag_neg(GRAD_OUT(ctx));
     return AG_OK;
 }
-static ag_status exp_backward(ag_backward_ctx *ctx) {
-    ctx->grad_inputs[0] = ag_mul(GRAD_OUT(ctx), ag_exp(SAVED(ctx, 0)));
-    return AG_OK;
-}
-static ag_status log_backward(ag_backward_ctx *ctx) {
-    ctx->grad_inputs[0] = ag_div(GRAD_OUT(ctx), SAVED(ctx, 0));
-    return AG_OK;
-}
-static ag_status sqrt_backward(ag_backward_ctx *ctx) {
-    ctx->grad_inputs[0] = ag_mul(GRAD_OUT(ctx), ag_mul_scalar(ag_rsqrt(SAVED(ctx, 0)), 0.5));
-    return AG_OK;
-}
-static ag_status rsqrt_backward(ag_backward_ctx *ctx) {
-    ctx->grad_inputs[0] =
-        ag_mul(GRAD_OUT(ctx), ag_mul_scalar(ag_pow_scalar(SAVED(ctx, 0), -1.5), -0.5));
-    return AG_OK;
-}
-static ag_status abs_backward(ag_backward_ctx *ctx) {
-    ctx->grad_inputs[0] = ag_mul(GRAD_OUT(ctx), ag_sign(SAVED(ctx, 0)));
-    return AG_OK;
-}
-static ag_status sin_backward(ag_backward_ctx *ctx) {
-    ctx->grad_inputs[0] = ag_mul(GRAD_OUT(ctx), ag_cos(SAVED(ctx, 0)));
-    return AG_OK;
-}
-static ag_status cos_backward(ag_backward_ctx *ctx) {
-    ctx->grad_inputs[0] = ag_neg(ag_mul(GRAD_OUT(ctx), ag_sin(SAVED(ctx, 0))));
-    return AG_OK;
-}
-static ag_status tanh_backward(ag_backward_ctx *ctx) {
-    ag_tensor *t = ag_tanh(SAVED(ctx, 0));
-    ctx->grad_inputs[0] = ag_mul(GRAD_OUT(ctx), ag_add_scalar(ag_neg(ag_mul(t, t)), 1.0));
-    return AG_OK;
-}
-static ag_status erf_backward(ag_backward_ctx *ctx) {
-    ag_tensor *x = SAVED(ctx, 0);
-    ag_tensor *d = ag_mul_scalar(ag_exp(ag_neg(ag_mul(x, x))), 2.0 / sqrt(M_PI));
+
+/* The other one-input ops are described by their derivative f'(x): backward multiplies the
+ * gradient by it, forward mode the tangent (ag__jvp_elementwise). */
+static ag_status unary_backward(ag_backward_ctx *ctx) {
+    ag_tensor *d = ctx->node->op->derivative(SAVED(ctx, 0), ag__bw_attrs(ctx));
     ctx->grad_inputs[0] = ag_mul(GRAD_OUT(ctx), d);
     return AG_OK;
 }
-static ag_status sigmoid_backward(ag_backward_ctx *ctx) {
-    ag_tensor *s = ag_sigmoid(SAVED(ctx, 0));
-    ctx->grad_inputs[0] = ag_mul(GRAD_OUT(ctx), ag_mul(s, ag_add_scalar(ag_neg(s), 1.0)));
-    return AG_OK;
+
+static ag_tensor *exp_derivative(ag_tensor *x, const ag_attrs *at) {
+    (void)at;
+    return ag_exp(x);
 }
-static ag_status relu_backward(ag_backward_ctx *ctx) {
-    ag_tensor *x = SAVED(ctx, 0);
-    ctx->grad_inputs[0] = ag_mul(GRAD_OUT(ctx), ag_gt(x, ag__scalar_like(x, 0.0)));
-    return AG_OK;
+static ag_tensor *sqrt_derivative(ag_tensor *x, const ag_attrs *at) {
+    (void)at;
+    return ag_mul_scalar(ag_rsqrt(x), 0.5);
 }
-static ag_status silu_backward(ag_backward_ctx *ctx) {
-    /* d/dx x*s(x) = s(x) * (1 + x * (1 - s(x))) */
-    ag_tensor *x = SAVED(ctx, 0), *s = ag_sigmoid(x);
-    ag_tensor *d = ag_mul(s, ag_add_scalar(ag_mul(x, ag_add_scalar(ag_neg(s), 1.0)), 1.0));
-    ctx->grad_inputs[0] = ag_mul(GRAD_OUT(ctx), d);
-    return AG_OK;
+static ag_tensor *rsqrt_derivative(ag_tensor *x, const ag_attrs *at) {
+    (void)at;
+    return ag_mul_scalar(ag_pow_scalar(x, -1.5), -0.5);
 }
-static ag_status gelu_backward(ag_backward_ctx *ctx) {
-    ag_tensor *x = SAVED(ctx, 0), *d;
-    if (ag__bw_attrs(ctx)->ints[0]) {
+static ag_tensor *abs_derivative(ag_tensor *x, const ag_attrs *at) {
+    (void)at;
+    return ag_sign(x);
+}
+static ag_tensor *sin_derivative(ag_tensor *x, const ag_attrs *at) {
+    (void)at;
+    return ag_cos(x);
+}
+static ag_tensor *cos_derivative(ag_tensor *x, const ag_attrs *at) {
+    (void)at;
+    return ag_neg(ag_sin(x));
+}
+static ag_tensor *tanh_derivative(ag_tensor *x, const ag_attrs *at) {
+    (void)at;
+    ag_tensor *t = ag_tanh(x);
+    return ag_add_scalar(ag_neg(ag_mul(t, t)), 1.0);
+}
+static ag_tensor *erf_derivative(ag_tensor *x, const ag_attrs *at) {
+    (void)at;
+    return ag_mul_scalar(ag_exp(ag_neg(ag_mul(x, x))), 2.0 / sqrt(M_PI));
+}
+static ag_tensor *sigmoid_derivative(ag_tensor *x, const ag_attrs *at) {
+    (void)at;
+    ag_tensor *s = ag_sigmoid(x);
+    return ag_mul(s, ag_add_scalar(ag_neg(s), 1.0));
+}
+static ag_tensor *relu_derivative(ag_tensor *x, const ag_attrs *at) {
+    (void)at;
+    return ag_gt(x, ag__scalar_like(x, 0.0));
+}
+/* d/dx x*s(x) = s(x) * (1 + x * (1 - s(x))) */
+static ag_tensor *silu_derivative(ag_tensor *x, const ag_attrs *at) {
+    (void)at;
+    ag_tensor *s = ag_sigmoid(x);
+    return ag_mul(s, ag_add_scalar(ag_mul(x, ag_add_scalar(ag_neg(s), 1.0)), 1.0));
+}
+static ag_tensor *gelu_derivative(ag_tensor *x, const ag_attrs *at) {
+    if (at->ints[0]) {
         /* tanh form: u = k(x + c x^3), d = 0.5(1 + t) + 0.5 x (1 - t^2) k (1 + 3c x^2) */
         const double k = sqrt(2.0 / M_PI), c = 0.044715;
         ag_tensor *x2 = ag_mul(x, x);
@@ -264,60 +329,78 @@ static ag_status gelu_backward(ag_backward_ctx *ctx) {
         ag_tensor *t = ag_tanh(u);
         ag_tensor *du = ag_mul_scalar(ag_add_scalar(ag_mul_scalar(x2, 3 * c), 1.0), k);
         ag_tensor *sech2 = ag_add_scalar(ag_neg(ag_mul(t, t)), 1.0);
-        d = ag_add(ag_mul_scalar(ag_add_scalar(t, 1.0), 0.5),
-                   ag_mul(ag_mul_scalar(x, 0.5), ag_mul(sech2, du)));
-    } else {
-        /* exact: d = Phi(x) + x phi(x) */
-        ag_tensor *cdf =
-            ag_mul_scalar(ag_add_scalar(ag_erf(ag_mul_scalar(x, M_SQRT1_2)), 1.0), 0.5);
-        ag_tensor *pdf =
-            ag_mul_scalar(ag_exp(ag_mul_scalar(ag_mul(x, x), -0.5)), 1.0 / sqrt(2.0 * M_PI));
-        d = ag_add(cdf, ag_mul(x, pdf));
+        return ag_add(ag_mul_scalar(ag_add_scalar(t, 1.0), 0.5),
+                      ag_mul(ag_mul_scalar(x, 0.5), ag_mul(sech2, du)));
     }
-    ctx->grad_inputs[0] = ag_mul(GRAD_OUT(ctx), d);
+    /* exact: d = Phi(x) + x phi(x) */
+    ag_tensor *cdf = ag_mul_scalar(ag_add_scalar(ag_erf(ag_mul_scalar(x, M_SQRT1_2)), 1.0), 0.5);
+    ag_tensor *pdf =
+        ag_mul_scalar(ag_exp(ag_mul_scalar(ag_mul(x, x), -0.5)), 1.0 / sqrt(2.0 * M_PI));
+    return ag_add(cdf, ag_mul(x, pdf));
+}
+static ag_tensor *pow_scalar_derivative(ag_tensor *x, const ag_attrs *at) {
+    double p = at->reals[0];
+    return p == 0.0 ? ag_zeros_like(x) : ag_mul_scalar(ag_pow_scalar(x, p - 1.0), p);
+}
+/* The gradient passes where min <= x <= max, as in PyTorch. */
+static ag_tensor *clamp_derivative(ag_tensor *x, const ag_attrs *at) {
+    ag_tensor *d = at->ints[0] ? ag_ge(x, ag__scalar_like(x, at->reals[0])) : NULL;
+    if (at->ints[1]) {
+        ag_tensor *below = ag_le(x, ag__scalar_like(x, at->reals[1]));
+        d = d ? ag_mul(d, below) : below;
+    }
+    return d ? d : ag_ones_like(x);
+}
+
+/* log divides by x rather than multiplying by 1/x: one rounding, not two. */
+static ag_status log_backward(ag_backward_ctx *ctx) {
+    ctx->grad_inputs[0] = ag_div(GRAD_OUT(ctx), SAVED(ctx, 0));
     return AG_OK;
 }
-static ag_status pow_scalar_backward(ag_backward_ctx *ctx) {
-    double p = ag__bw_attrs(ctx)->reals[0];
-    ag_tensor *x = SAVED(ctx, 0);
-    ag_tensor *d = p == 0.0 ? ag_zeros_like(x) : ag_mul_scalar(ag_pow_scalar(x, p - 1.0), p);
-    ctx->grad_inputs[0] = ag_mul(GRAD_OUT(ctx), d);
-    return AG_OK;
-}
-static ag_status clamp_backward(ag_backward_ctx *ctx) {
-    /* The gradient passes where min <= x <= max, as in PyTorch. */
-    const ag_attrs *at = ag__bw_attrs(ctx);
-    ag_tensor *x = SAVED(ctx, 0), *g = GRAD_OUT(ctx);
-    if (at->ints[0]) g = ag_mul(g, ag_ge(x, ag__scalar_like(x, at->reals[0])));
-    if (at->ints[1]) g = ag_mul(g, ag_le(x, ag__scalar_like(x, at->reals[1])));
-    ctx->grad_inputs[0] = g;
+static ag_status log_jvp(ag_jvp_ctx *ctx) {
+    ctx->output_tangents[0] = ag_div(ctx->tangents[0], ctx->inputs[0]);
     return AG_OK;
 }
 
-#define UNARY_DEF(var, op_name, bw, saves)                                                         \
+static ag_op_def op_neg = {.name = "neg",
+                           .kernel = "neg",
+                           .n_inputs = 1,
+                           .n_outputs = 1,
+                           .forward = ag__forward_elementwise,
+                           .backward = neg_backward,
+                           .jvp = ag__jvp_linear};
+#define UNARY_DEF(var, op_name, deriv)                                                             \
     static ag_op_def var = {.name = op_name,                                                       \
                             .kernel = op_name,                                                     \
                             .n_inputs = 1,                                                         \
                             .n_outputs = 1,                                                        \
-                            .save_inputs = saves,                                                  \
+                            .save_inputs = 1,                                                      \
                             .forward = ag__forward_elementwise,                                    \
-                            .backward = bw}
-UNARY_DEF(op_neg, "neg", neg_backward, 0);
-UNARY_DEF(op_exp, "exp", exp_backward, 1);
-UNARY_DEF(op_log, "log", log_backward, 1);
-UNARY_DEF(op_sqrt, "sqrt", sqrt_backward, 1);
-UNARY_DEF(op_rsqrt, "rsqrt", rsqrt_backward, 1);
-UNARY_DEF(op_abs, "abs", abs_backward, 1);
-UNARY_DEF(op_sin, "sin", sin_backward, 1);
-UNARY_DEF(op_cos, "cos", cos_backward, 1);
-UNARY_DEF(op_tanh, "tanh", tanh_backward, 1);
-UNARY_DEF(op_erf, "erf", erf_backward, 1);
-UNARY_DEF(op_sigmoid, "sigmoid", sigmoid_backward, 1);
-UNARY_DEF(op_relu, "relu", relu_backward, 1);
-UNARY_DEF(op_silu, "silu", silu_backward, 1);
-UNARY_DEF(op_gelu, "gelu", gelu_backward, 1);
-UNARY_DEF(op_pow_scalar, "pow_scalar", pow_scalar_backward, 1);
-UNARY_DEF(op_clamp, "clamp", clamp_backward, 1);
+                            .backward = unary_backward,                                            \
+                            .jvp = ag__jvp_elementwise,                                            \
+                            .derivative = deriv}
+UNARY_DEF(op_exp, "exp", exp_derivative);
+static ag_op_def op_log = {.name = "log",
+                           .kernel = "log",
+                           .n_inputs = 1,
+                           .n_outputs = 1,
+                           .save_inputs = 1,
+                           .forward = ag__forward_elementwise,
+                           .backward = log_backward,
+                           .jvp = log_jvp};
+UNARY_DEF(op_sqrt, "sqrt", sqrt_derivative);
+UNARY_DEF(op_rsqrt, "rsqrt", rsqrt_derivative);
+UNARY_DEF(op_abs, "abs", abs_derivative);
+UNARY_DEF(op_sin, "sin", sin_derivative);
+UNARY_DEF(op_cos, "cos", cos_derivative);
+UNARY_DEF(op_tanh, "tanh", tanh_derivative);
+UNARY_DEF(op_erf, "erf", erf_derivative);
+UNARY_DEF(op_sigmoid, "sigmoid", sigmoid_derivative);
+UNARY_DEF(op_relu, "relu", relu_derivative);
+UNARY_DEF(op_silu, "silu", silu_derivative);
+UNARY_DEF(op_gelu, "gelu", gelu_derivative);
+UNARY_DEF(op_pow_scalar, "pow_scalar", pow_scalar_derivative);
+UNARY_DEF(op_clamp, "clamp", clamp_derivative);
 static ag_op_def op_sign = {.name = "sign",
                             .kernel = "sign",
                             .n_inputs = 1,
@@ -398,7 +481,8 @@ static ag_op_def op_where = {.name = "where",
                              .save_inputs = 1,
                              .nondiff_inputs = 1,
                              .forward = ag__forward_elementwise,
-                             .backward = where_backward};
+                             .backward = where_backward,
+                             .jvp = ag__jvp_linear};
 
 ag_tensor *ag_where(ag_tensor *cond, ag_tensor *a, ag_tensor *b) {
     if (!cond || !a || !b) return ag__dispatch1(&op_where, 3, (ag_tensor *[]){cond, a, b}, NULL);
@@ -429,7 +513,8 @@ static ag_op_def op_copy = {.name = "copy",
                             .n_inputs = 1,
                             .n_outputs = 1,
                             .forward = copy_forward,
-                            .backward = copy_backward};
+                            .backward = copy_backward,
+                            .jvp = ag__jvp_linear};
 
 ag_status ag__copy_into(ag_tensor *dst, ag_tensor *src) {
     if (!ag__same_device(dst->storage->device, src->storage->device)) {
@@ -501,7 +586,8 @@ static ag_op_def op_to_device = {.name = "to_device",
                                  .n_inputs = 1,
                                  .n_outputs = 1,
                                  .forward = to_device_forward,
-                                 .backward = to_device_backward};
+                                 .backward = to_device_backward,
+                                 .jvp = ag__jvp_linear};
 
 ag_tensor *ag_to_device(ag_tensor *a, ag_device device) {
     if (a && (device.backend < 0 || device.backend >= ag_backend_count() || device.index < 0 ||

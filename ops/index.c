@@ -117,7 +117,8 @@ static ag_op_def op_index_select = {.name = "index_select",
                                     .save_inputs = 2,
                                     .nondiff_inputs = 2,
                                     .forward = index_select_forward,
-                                    .backward = index_select_backward};
+                                    .backward = index_select_backward,
+                                    .jvp = ag__jvp_linear};
 static ag_op_def op_index_add = {.name = "index_add",
                                  .kernel = "index_add",
                                  .n_inputs = 3,
@@ -125,7 +126,8 @@ static ag_op_def op_index_add = {.name = "index_add",
                                  .save_inputs = 2,
                                  .nondiff_inputs = 2,
                                  .forward = self_shaped_forward,
-                                 .backward = index_add_backward};
+                                 .backward = index_add_backward,
+                                 .jvp = ag__jvp_linear};
 
 /* Checks the index of index_select/index_add: a vector (or one 0-dim entry). */
 static ag_status check_index_vector(const char *op, const ag_tensor *data, const ag_tensor *index,
@@ -220,7 +222,8 @@ static ag_op_def op_gather = {.name = "gather",
                               .save_inputs = 2,
                               .nondiff_inputs = 2,
                               .forward = gather_forward,
-                              .backward = gather_backward};
+                              .backward = gather_backward,
+                              .jvp = ag__jvp_linear};
 static ag_op_def op_scatter_add = {.name = "scatter_add",
                                    .kernel = "scatter_add",
                                    .n_inputs = 3,
@@ -228,7 +231,8 @@ static ag_op_def op_scatter_add = {.name = "scatter_add",
                                    .save_inputs = 2,
                                    .nondiff_inputs = 2,
                                    .forward = self_shaped_forward,
-                                   .backward = scatter_add_backward};
+                                   .backward = scatter_add_backward,
+                                   .jvp = ag__jvp_linear};
 
 /* torch.gather. */
 ag_tensor *ag_gather(ag_tensor *a, int dim, ag_tensor *index) {
@@ -325,7 +329,8 @@ static ag_op_def op_cat = {.name = "cat",
                            .n_inputs = -1,
                            .n_outputs = 1,
                            .forward = cat_forward,
-                           .backward = cat_backward};
+                           .backward = cat_backward,
+                           .jvp = ag__jvp_linear};
 
 /* Checks cat's inputs against each other; *wrapped receives the non-negative dim. */
 static ag_status check_cat(int n, ag_tensor *const *tensors, int dim, int *wrapped) {

@@ -90,7 +90,10 @@ static ag_tensor *inplace(const char *name, op_ref *direct, ag_tensor *a, ag_ten
     char da[160], db[160];
     bool record = false;
     if (check_inplace(name, a, b, &record) != AG_OK) return NULL;
-    ag_op_def *op = record ? NULL : resolve(direct);
+    /* Inside a dual level a's tangent becomes the result's, so the result must be computed
+     * by the op (which computes that tangent), never written directly. */
+    bool dual = ag__fwad_active() && (ag__tangent(a) || ag__tangent(b));
+    ag_op_def *op = record || dual ? NULL : resolve(direct);
     if (can_write_directly(op, a, b)) {
         ag_kernel_tensor kin[2], kout;
         ag__kt(a, &kin[0]);
@@ -124,6 +127,7 @@ static ag_tensor *inplace(const char *name, op_ref *direct, ag_tensor *a, ag_ten
         ag__bump_version(a);
         if (record) st = rebase_history(a, r->grad_fn, r->output_nr);
     }
+    if (st == AG_OK && dual) st = ag__set_tangent(a, ag__tangent(r));
     ag_scope_end(scope);
     return st == AG_OK ? a : NULL;
 }
@@ -166,6 +170,8 @@ ag_tensor *ag_fill_(ag_tensor *a, double value) {
     if (check_inplace("fill_", a, a, &record) != AG_OK) return NULL;
     if (ag__fill(a, value) != AG_OK) return NULL;
     ag__bump_version(a);
+    /* A constant has a zero tangent. */
+    if (a->dual && ag__set_tangent(a, NULL) != AG_OK) return NULL;
     if (record && rebase_history(a, NULL, 0) != AG_OK) return NULL;
     return a;
 }

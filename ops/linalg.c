@@ -64,13 +64,21 @@ static ag_status matmul_backward(ag_backward_ctx *ctx) {
         ctx->grad_inputs[1] = ag__sum_to_input(ctx, 1, ag_matmul(ag_transpose(a, -1, -2), g));
     return AG_OK;
 }
+/* d(a @ b) = da @ b + a @ db (both operands have ndim >= 2 here). */
+static ag_status matmul_jvp(ag_jvp_ctx *ctx) {
+    ag_tensor *ta = TANGENT(ctx, 0), *tb = TANGENT(ctx, 1);
+    ctx->output_tangents[0] = ag__jvp_sum(ta ? ag_matmul(ta, PRIMAL(ctx, 1)) : NULL,
+                                          tb ? ag_matmul(PRIMAL(ctx, 0), tb) : NULL);
+    return AG_OK;
+}
 static ag_op_def op_matmul = {.name = "matmul",
                               .kernel = "matmul",
                               .n_inputs = 2,
                               .n_outputs = 1,
                               .save_inputs = 3,
                               .forward = matmul_forward,
-                              .backward = matmul_backward};
+                              .backward = matmul_backward,
+                              .jvp = matmul_jvp};
 
 /* torch.matmul: promotes dtypes, handles 1-D operands, broadcasts batch dims. */
 ag_tensor *ag_matmul(ag_tensor *a, ag_tensor *b) {
@@ -113,6 +121,20 @@ static ag_status log_softmax_backward(ag_backward_ctx *ctx) {
     return AG_OK;
 }
 
+/* softmax: dy = y * (dx - sum(dx * y)), with y the output. */
+static ag_status softmax_jvp(ag_jvp_ctx *ctx) {
+    int dim = (int)ctx->attrs->ints[0];
+    ag_tensor *t = TANGENT(ctx, 0), *y = ctx->outputs[0];
+    ctx->output_tangents[0] = ag_mul(y, ag_sub(t, ag_sum(ag_mul(t, y), 1, &dim, true)));
+    return AG_OK;
+}
+/* log_softmax: dy = dx - sum(dx * softmax(x)), with softmax(x) = exp(y). */
+static ag_status log_softmax_jvp(ag_jvp_ctx *ctx) {
+    int dim = (int)ctx->attrs->ints[0];
+    ag_tensor *t = TANGENT(ctx, 0), *p = ag_exp(ctx->outputs[0]);
+    ctx->output_tangents[0] = ag_sub(t, ag_sum(ag_mul(t, p), 1, &dim, true));
+    return AG_OK;
+}
 /* The elementwise forward fits: one input, an output of its shape and dtype, attrs passed
  * through to the kernel. */
 static ag_op_def op_softmax = {.name = "softmax",
@@ -121,14 +143,16 @@ static ag_op_def op_softmax = {.name = "softmax",
                                .n_outputs = 1,
                                .save_inputs = 1,
                                .forward = ag__forward_elementwise,
-                               .backward = softmax_backward};
+                               .backward = softmax_backward,
+                               .jvp = softmax_jvp};
 static ag_op_def op_log_softmax = {.name = "log_softmax",
                                    .kernel = "log_softmax",
                                    .n_inputs = 1,
                                    .n_outputs = 1,
                                    .save_inputs = 1,
                                    .forward = ag__forward_elementwise,
-                                   .backward = log_softmax_backward};
+                                   .backward = log_softmax_backward,
+                                   .jvp = log_softmax_jvp};
 
 /* softmax or log_softmax along dim (a 0-dim input is one element along dim 0). */
 static ag_tensor *softmax_like(ag_op_def *op, ag_tensor *a, int dim) {

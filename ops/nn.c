@@ -125,12 +125,22 @@ static ag_status linear_forward(ag_op_ctx *ctx) {
     return AG_OK;
 }
 
+/* d(x W^T + b) = dx W^T + x dW^T + db, each term through the fused op itself. */
+static ag_status linear_jvp(ag_jvp_ctx *ctx) {
+    ag_tensor *tx = TANGENT(ctx, 0), *tw = TANGENT(ctx, 1);
+    ag_tensor *t = ag__jvp_sum(tx ? ag_linear(tx, PRIMAL(ctx, 1), NULL) : NULL,
+                               tw ? ag_linear(PRIMAL(ctx, 0), tw, NULL) : NULL);
+    ctx->output_tangents[0] = ctx->n_inputs > 2 ? ag__jvp_sum(t, TANGENT(ctx, 2)) : t;
+    return AG_OK;
+}
+
 static ag_op_def op_linear = {.name = "linear",
                               .n_inputs = -1,
                               .n_outputs = 1,
                               .save_inputs = 3, /* x and weight */
                               .forward = linear_forward,
-                              .backward = linear_backward};
+                              .backward = linear_backward,
+                              .jvp = linear_jvp};
 
 /* x @ weight^T + bias for x [..., in] (or [in]), weight [out, in], bias [out] or NULL. */
 ag_tensor *ag_linear(ag_tensor *x, ag_tensor *weight, ag_tensor *bias) {
@@ -207,6 +217,28 @@ static ag_status layer_norm_backward(ag_backward_ctx *ctx) {
     return AG_OK;
 }
 
+/* d xhat = rstd * (dx - mean(dx) - xhat * mean(dx * xhat)), the tangent of the
+ * normalisation; then dy = d xhat * weight + xhat * dweight + dbias. */
+static ag_status layer_norm_jvp(ag_jvp_ctx *ctx) {
+    const ag_attrs *at = ctx->attrs;
+    const int n = (int)at->ints[0];
+    const int iw = at->ints[1] & LN_WEIGHT ? 1 : 0;
+    const int ib = at->ints[1] & LN_BIAS ? 1 + iw : 0;
+    ag_tensor *x = PRIMAL(ctx, 0), *tx = TANGENT(ctx, 0), *rstd, *t = NULL;
+    ag_tensor *xhat = ln_normalise(x, n, at->reals[0], &rstd);
+    if (tx) {
+        int dims[AG_MAX_DIMS];
+        last_dims(x->ndim, n, dims);
+        ag_tensor *proj = ag_mul(xhat, ag_mean(ag_mul(tx, xhat), n, dims, true));
+        t = ag_mul(rstd, ag_sub(ag_sub(tx, ag_mean(tx, n, dims, true)), proj));
+        if (iw) t = ag_mul(t, PRIMAL(ctx, iw));
+    }
+    if (iw && TANGENT(ctx, iw)) t = ag__jvp_sum(t, ag_mul(xhat, TANGENT(ctx, iw)));
+    if (ib) t = ag__jvp_sum(t, TANGENT(ctx, ib));
+    ctx->output_tangents[0] = t;
+    return AG_OK;
+}
+
 /* Inputs (x, [weight], [bias]); attrs ints[0] = normalised trailing dims, ints[1] = LN_*
  * bits, reals[0] = eps, passed to the kernel as they are. */
 static ag_status layer_norm_forward(ag_op_ctx *ctx) {
@@ -224,7 +256,8 @@ static ag_op_def op_layer_norm = {.name = "layer_norm",
                                   .n_outputs = 1,
                                   .save_inputs = AG_SAVE_ALL,
                                   .forward = layer_norm_forward,
-                                  .backward = layer_norm_backward};
+                                  .backward = layer_norm_backward,
+                                  .jvp = layer_norm_jvp};
 
 /* Checks a layer_norm weight or bias: x's dtype and the shape of x's last n dims. */
 static bool ln_affine_fits(const ag_tensor *x, int n, const ag_tensor *t, const char *role) {
@@ -368,14 +401,14 @@ static ag_tensor *i64_scalar(int64_t v, ag_device device) {
     return ag__from_host(AG_I64, 0, NULL, &v, device);
 }
 
-/* d loss / d logits = g * keep * (softmax(x) - q), with q the smoothed one-hot target
- * (1 - eps) * onehot + eps / C and keep 0 for ignored targets, broadcast over the class
- * dim. */
-static ag_status cross_entropy_backward(ag_backward_ctx *ctx) {
-    const ag_attrs *at = ag__bw_attrs(ctx);
+/* d loss / d logits = keep * (softmax(x) - q) per position, with q the smoothed one-hot
+ * target (1 - eps) * onehot + eps / C and keep 0 for ignored targets, broadcast over the
+ * class dim: what backward scales by the gradient and forward mode contracts with the
+ * tangent. */
+static ag_tensor *ce_logits_derivative(ag_tensor *x, ag_tensor *target, const ag_attrs *at) {
     const int cdim = (int)at->ints[0];
     const double eps = at->reals[0];
-    ag_tensor *x = SAVED(ctx, 0), *t = ag_unsqueeze(SAVED(ctx, 1), cdim);
+    ag_tensor *t = ag_unsqueeze(target, cdim);
     const ag_device dev = x->storage->device;
     const int64_t classes = x->shape[cdim];
     /* Class numbers [C, 1, ..., 1], lined up with the class dim of t, compared in the
@@ -389,8 +422,20 @@ static ag_status cross_entropy_backward(ag_backward_ctx *ctx) {
     ag_tensor *q = ag_eq(ag_to_dtype(t, x->dtype), cls);
     if (eps > 0) q = ag_add_scalar(ag_mul_scalar(q, 1 - eps), eps / (double)classes);
     ag_tensor *keep = ag_to_dtype(ag_ne(t, i64_scalar(at->ints[1], dev)), x->dtype);
-    ag_tensor *w = ag_mul(ag_unsqueeze(GRAD_OUT(ctx), cdim), keep);
-    ctx->grad_inputs[0] = ag_mul(w, ag_sub(ag_softmax(x, cdim), q));
+    return ag_mul(keep, ag_sub(ag_softmax(x, cdim), q));
+}
+
+static ag_status cross_entropy_backward(ag_backward_ctx *ctx) {
+    const ag_attrs *at = ag__bw_attrs(ctx);
+    ag_tensor *d = ce_logits_derivative(SAVED(ctx, 0), SAVED(ctx, 1), at);
+    ctx->grad_inputs[0] = ag_mul(ag_unsqueeze(GRAD_OUT(ctx), (int)at->ints[0]), d);
+    return AG_OK;
+}
+
+static ag_status cross_entropy_jvp(ag_jvp_ctx *ctx) {
+    int cdim = (int)ctx->attrs->ints[0];
+    ag_tensor *d = ce_logits_derivative(PRIMAL(ctx, 0), PRIMAL(ctx, 1), ctx->attrs);
+    ctx->output_tangents[0] = ag_sum(ag_mul(d, TANGENT(ctx, 0)), 1, &cdim, false);
     return AG_OK;
 }
 
@@ -401,7 +446,8 @@ static ag_op_def op_cross_entropy = {.name = "cross_entropy",
                                      .save_inputs = 3,
                                      .nondiff_inputs = 2,
                                      .forward = cross_entropy_forward,
-                                     .backward = cross_entropy_backward};
+                                     .backward = cross_entropy_backward,
+                                     .jvp = cross_entropy_jvp};
 
 /* PyTorch's defaults: mean, ignore_index -100, no label smoothing. */
 ag_cross_entropy_options ag_cross_entropy_defaults(void) {

@@ -12,8 +12,15 @@
 #define NEEDS(ctx, i)   ag__needs_grad((ctx), (i))
 #define IN_META(ctx, i) ag__bw_in_meta((ctx), (i))
 
+/* What forward rules (jvp) read from their context: input i's value and tangent (NULL when
+ * it has none, i.e. a zero tangent). */
+#define PRIMAL(ctx, i)  ((ctx)->inputs[i])
+#define TANGENT(ctx, i) ((ctx)->tangents[i])
+
 /* Sums t over broadcast dims back to the shape of input i (the reverse of broadcasting). */
 ag_tensor *ag__sum_to_input(const ag_backward_ctx *ctx, int i, ag_tensor *t);
+/* Sum of two tangent terms, either of which may be NULL (a zero term). */
+ag_tensor *ag__jvp_sum(ag_tensor *a, ag_tensor *b);
 /* 0-dim tensor with value in t's dtype and on t's device (registered in scope). */
 ag_tensor *ag__scalar_like(const ag_tensor *t, double value);
 /* Writes value into every element of t (any strides), outside the graph. */

@@ -99,7 +99,8 @@ static ag_op_def op_sum = {.name = "sum",
                            .n_inputs = 1,
                            .n_outputs = 1,
                            .forward = ag__forward_reduce,
-                           .backward = sum_backward};
+                           .backward = sum_backward,
+                           .jvp = ag__jvp_linear};
 
 /* Sum over dims (int64 stays int64). */
 ag_tensor *ag_sum(ag_tensor *a, int n_dims, const int *dims, bool keepdim) {
@@ -152,20 +153,33 @@ static ag_status extreme_backward(ag_backward_ctx *ctx) {
     ctx->grad_inputs[0] = ag_div(ag_mul(hit, grad_keepdim(ctx, GRAD_OUT(ctx))), ties);
     return AG_OK;
 }
+/* The tangent of amax/amin: the mean of the tangent over the tied extremes (PyTorch's
+ * evenly distributed forward rule, matching extreme_backward). */
+static ag_status extreme_jvp(ag_jvp_ctx *ctx) {
+    ag_tensor *x = PRIMAL(ctx, 0);
+    const uint64_t mask = (uint64_t)ctx->attrs->ints[0];
+    const bool keepdim = ctx->attrs->ints[1] != 0;
+    ag_tensor *hit = ag_eq(x, reduce_op((ag_op_def *)ctx->op, x, mask, true));
+    ag_tensor *picked = reduce_op(&op_sum, ag_mul(hit, TANGENT(ctx, 0)), mask, keepdim);
+    ctx->output_tangents[0] = ag_div(picked, reduce_op(&op_sum, hit, mask, keepdim));
+    return AG_OK;
+}
 static ag_op_def op_max = {.name = "max",
                            .kernel = "max",
                            .n_inputs = 1,
                            .n_outputs = 1,
                            .save_inputs = 1,
                            .forward = ag__forward_reduce,
-                           .backward = extreme_backward};
+                           .backward = extreme_backward,
+                           .jvp = extreme_jvp};
 static ag_op_def op_min = {.name = "min",
                            .kernel = "min",
                            .n_inputs = 1,
                            .n_outputs = 1,
                            .save_inputs = 1,
                            .forward = ag__forward_reduce,
-                           .backward = extreme_backward};
+                           .backward = extreme_backward,
+                           .jvp = extreme_jvp};
 
 /* max or min over dims. */
 static ag_tensor *extreme(ag_op_def *op, ag_tensor *a, int n_dims, const int *dims, bool keepdim) {

@@ -332,27 +332,38 @@ static ag_status slice_backward_backward(ag_backward_ctx *ctx) {
     return AG_OK;
 }
 
-#define VIEW_DEF(var, op_name, fwd, bw)                                                            \
+/* The tangent of view, squeeze and unsqueeze: the tangent in the output's shape. A reshape,
+ * not the view op: the tangent's strides need not allow a view where the primal's do. */
+static ag_status reshape_jvp(ag_jvp_ctx *ctx) {
+    const ag_tensor *out = ctx->outputs[0];
+    ctx->output_tangents[0] = ag_reshape(TANGENT(ctx, 0), out->ndim, out->shape);
+    return AG_OK;
+}
+
+/* The other views are linear: their tangent is the same op on the tangent. */
+#define VIEW_DEF(var, op_name, fwd, bw, fw)                                                        \
     static ag_op_def var = {.name = op_name,                                                       \
                             .n_inputs = 1,                                                         \
                             .n_outputs = 1,                                                        \
                             .flags = AG_OPF_VIEW,                                                  \
                             .forward = fwd,                                                        \
-                            .backward = bw}
-VIEW_DEF(op_view, "view", view_forward, reshape_backward);
-VIEW_DEF(op_squeeze, "squeeze", view_forward, reshape_backward);
-VIEW_DEF(op_unsqueeze, "unsqueeze", view_forward, reshape_backward);
-VIEW_DEF(op_permute, "permute", permute_forward, permute_backward);
-VIEW_DEF(op_transpose, "transpose", permute_forward, permute_backward);
-VIEW_DEF(op_expand, "expand", expand_forward, expand_backward);
-VIEW_DEF(op_slice, "slice", slice_forward, slice_backward);
-VIEW_DEF(op_select, "select", select_forward, select_backward);
+                            .backward = bw,                                                        \
+                            .jvp = fw}
+VIEW_DEF(op_view, "view", view_forward, reshape_backward, reshape_jvp);
+VIEW_DEF(op_squeeze, "squeeze", view_forward, reshape_backward, reshape_jvp);
+VIEW_DEF(op_unsqueeze, "unsqueeze", view_forward, reshape_backward, reshape_jvp);
+VIEW_DEF(op_permute, "permute", permute_forward, permute_backward, ag__jvp_linear);
+VIEW_DEF(op_transpose, "transpose", permute_forward, permute_backward, ag__jvp_linear);
+VIEW_DEF(op_expand, "expand", expand_forward, expand_backward, ag__jvp_linear);
+VIEW_DEF(op_slice, "slice", slice_forward, slice_backward, ag__jvp_linear);
+VIEW_DEF(op_select, "select", select_forward, select_backward, ag__jvp_linear);
 static ag_op_def op_slice_backward = {.name = "slice_backward",
                                       .kernel = "copy",
                                       .n_inputs = 1,
                                       .n_outputs = 1,
                                       .forward = slice_backward_forward,
-                                      .backward = slice_backward_backward};
+                                      .backward = slice_backward_backward,
+                                      .jvp = ag__jvp_linear};
 
 /* ---- public functions ---- */
 

@@ -413,7 +413,8 @@ START_TEST(builtin_op_checked) {
 END_TEST
 
 /* The issue's test: every built-in op on a second cpu device (inputs moved there with
- * ag_to_device) against cpu:0, with gradcheck, and the CSV of it. */
+ * ag_to_device) against cpu:0, with gradcheck and the forward-mode Jacobian against the
+ * reverse-mode one (jvp), and the CSV of it. */
 START_TEST(every_builtin_against_cpu) {
     ck_assert_int_eq(
         run_env("AG_PLUGINS= AG_CPU_DEVICES=2", "--backend cpu:1 --gradcheck --csv " AG_CSV_PATH),
@@ -421,12 +422,13 @@ START_TEST(every_builtin_against_cpu) {
     expect_text("built-in ops:\nop ");
     expect_text(" 0 failed, 0 not supported");
     ck_assert_ptr_null(strstr(out, "no sample"));
-    expect_cells("matmul", "cpu:1", "f64 [2,19,23], [2,23,21] (batched)", "OK|OK|OK|OK");
-    expect_cells("matmul", "cpu:1", "f32 [37,29]T, [29,41]", "OK|OK|OK|-");
-    expect_cells("sum", "cpu:1", "i64 [5,7,9]T (dims 0,2 keepdim)", "OK|-|OK|-");
-    expect_cells("cross_entropy", "cpu:1", "f64 [17,10]T, i64[17] (smoothing 0.1)", "OK|OK|OK|OK");
-    expect_cells("to_device", "cpu:1", "f32 [17,33]T (to the cpu)", "OK|OK|-|-");
-    expect_cells("adam_update", "cpu:1", "f32 ", "OK|-|-|-");
+    expect_cells("matmul", "cpu:1", "f64 [2,19,23], [2,23,21] (batched)", "OK|OK|OK|OK|OK");
+    expect_cells("matmul", "cpu:1", "f32 [37,29]T, [29,41]", "OK|OK|OK|-|-");
+    expect_cells("sum", "cpu:1", "i64 [5,7,9]T (dims 0,2 keepdim)", "OK|-|OK|-|-");
+    expect_cells("cross_entropy", "cpu:1", "f64 [17,10]T, i64[17] (smoothing 0.1)",
+                 "OK|OK|OK|OK|OK");
+    expect_cells("to_device", "cpu:1", "f32 [17,33]T (to the cpu)", "OK|OK|-|-|-");
+    expect_cells("adam_update", "cpu:1", "f32 ", "OK|-|-|-|-");
     FILE *f = fopen(AG_CSV_PATH, "r");
     ck_assert_ptr_nonnull(f);
     size_t n = fread(out, 1, sizeof out - 1, f);
@@ -435,6 +437,8 @@ START_TEST(every_builtin_against_cpu) {
     expect_text("table,op,backend,sample,check,result,reason,message\n");
     expect_text("\"builtin\",\"matmul\",\"cpu:1\",\"f64 [2,19,23], [2,23,21] (batched)\","
                 "\"gradcheck\",\"OK\",\"\",\"\"\n");
+    expect_text("\"builtin\",\"matmul\",\"cpu:1\",\"f64 [2,19,23], [2,23,21] (batched)\","
+                "\"jvp\",\"OK\",\"\",\"\"\n");
 }
 END_TEST
 

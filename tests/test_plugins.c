@@ -270,6 +270,28 @@ START_TEST(logsumexp_double_backward_fails) {
 }
 END_TEST
 
+/* Plugin ops declare no forward-mode rule: their tangents come from their backward. A
+ * composed backward (swish) gives the exact tangent; a once-differentiable one (logsumexp)
+ * cannot, and says so. */
+START_TEST(plugin_tangents_come_from_the_backward) {
+    const double dy[6] = {-0.09078424878489547, 0.07232948812851325, 0.5,
+                          0.7399611873026518,   0.9276705118714867,  1.0907842487848955};
+    const double v[6] = {1, -2, 0.5, 3, 0, -1};
+    double want[6];
+    for (int i = 0; i < 6; i++) want[i] = dy[i] * v[i];
+    ck_assert_int_eq(ag_dual_level_enter(), AG_OK);
+    ag_tensor *x = tu_tensor(AG_F64, 1, TU_SHAPE(6), TU_VALUES(-2, -1, 0, 0.5, 1, 2));
+    ag_tensor *d = ag_make_dual(x, tu_tensor(AG_F64, 1, TU_SHAPE(6), v)), *tangent = NULL;
+    ck_assert_int_eq(ag_unpack_dual(swish(d), NULL, &tangent), AG_OK);
+    assert_values(tangent, 1, TU_SHAPE(6), want, 1e-15);
+    ag_tensor *lse, *max;
+    ag_tensor *m =
+        ag_make_dual(ag_reshape(x, 2, TU_SHAPE(2, 3)), ag_ones(AG_F64, 2, TU_SHAPE(2, 3)));
+    assert_error(logsumexp(m, &lse, &max), AG_ERR_UNSUPPORTED, ONCE_DIFF_WORDS);
+    ck_assert_int_eq(ag_dual_level_exit(), AG_OK);
+}
+END_TEST
+
 /* ---- both ---- */
 
 START_TEST(saved_input_modified_in_place) {
@@ -321,6 +343,7 @@ int main(void) {
     tcase_add_test(tc, logsumexp_gradcheck);
     tcase_add_test(tc, logsumexp_strided_inputs);
     tcase_add_test(tc, logsumexp_double_backward_fails);
+    tcase_add_test(tc, plugin_tangents_come_from_the_backward);
     tcase_add_test(tc, saved_input_modified_in_place);
     tcase_add_test(tc, refused_inputs);
     suite_add_tcase(s, tc);

@@ -54,7 +54,7 @@ typedef struct cell {
     char message[1024]; /* the error behind a FAIL (or a skip), printed below the table */
 } cell;
 
-#define MAX_CHECKS 4
+#define MAX_CHECKS 5
 
 /* One op on one device with one sample. */
 typedef struct row {
@@ -88,11 +88,11 @@ static const table_kind plugin_table = {"plugin",
                                         {"pass", "FAIL", "skip", "-"},
                                         {"passed", "failed", "skipped", NULL}};
 
-enum { B_FORWARD, B_BACKWARD, B_GUARD, B_GRADCHECK };
+enum { B_FORWARD, B_BACKWARD, B_GUARD, B_GRADCHECK, B_JVP };
 static const table_kind builtin_table = {"builtin",
                                          "built-in ops",
                                          3,
-                                         {"forward", "backward", "guard", "gradcheck"},
+                                         {"forward", "backward", "guard", "gradcheck", "jvp"},
                                          {"OK", "FAIL", "not supported", "-"},
                                          {"OK", "failed", "not supported", "not applicable"}};
 
@@ -1020,6 +1020,76 @@ static void check_builtin_gradcheck(cell *c, const builtin_case *b, ag_device de
     ag_clear_error();
 }
 
+/* What ag_jacobian's function sees: the case, with its inputs that want a gradient taken
+ * from the function's arguments and the others (indices) fixed. */
+typedef struct jacobian_call {
+    const builtin_case *b;
+    ag_device dev;
+    ag_tensor *const *fixed;      /* every input of the case */
+    int which[SAMPLE_MAX_INPUTS]; /* the case's input behind argument k */
+} jacobian_call;
+
+/* ag_tensor_fn: the case's forward with inputs which[k] replaced by in[k]. */
+static ag_status call_for_jacobian(void *user, int n_inputs, ag_tensor *const *in, int n_outputs,
+                                   ag_tensor **out) {
+    const jacobian_call *call = user;
+    ag_tensor *all[SAMPLE_MAX_INPUTS];
+    memcpy(all, call->fixed, (size_t)sample_n_inputs(call->b->s) * sizeof *all);
+    for (int k = 0; k < n_inputs; k++) all[call->which[k]] = in[k];
+    (void)n_outputs; /* the op's own count */
+    return case_forward(call->b, call->dev, all, out);
+}
+
+/* --gradcheck, column jvp: the Jacobian built by forward mode (one jvp per input element,
+ * the op's jvp rule) against the one built by reverse mode (one vjp per output element,
+ * its backward), in float64 on dev; NMSE within float64's limit. */
+static void check_builtin_jvp(cell *c, const builtin_case *b, ag_device dev) {
+    if (b->dtype != AG_F64 || !has_backward(b->op)) return;
+    if (!b->op->jvp) { /* plugin ops may derive it from backward; built-ins have a rule */
+        fail_why(c, "no rule", "built-in op '%s' has a backward but no forward-mode rule (jvp)",
+                 b->op->name);
+        return;
+    }
+    enum { MAX_BLOCKS = MAX_OUTPUTS * SAMPLE_MAX_INPUTS };
+    ag_tensor *in[SAMPLE_MAX_INPUTS], *args[SAMPLE_MAX_INPUTS];
+    ag_tensor *by_rows[MAX_BLOCKS], *by_columns[MAX_BLOCKS];
+    ag_scope *scope = ag_scope_begin();
+    ag_status st = case_inputs(b, dev, in);
+    jacobian_call call = {b, dev, in, {0}};
+    int n = 0;
+    for (int i = 0; i < sample_n_inputs(b->s) && st == AG_OK; i++)
+        if (ag_dtype_of(in[i]) == AG_F64 && wants_grad(b, AG_F64, i)) {
+            call.which[n] = i;
+            args[n++] = in[i];
+        }
+    const int n_out = b->op->n_outputs;
+    const ag_functional_options reverse = {0}, forward = {.forward_mode = true};
+    if (st == AG_OK && n)
+        st = ag_jacobian(call_for_jacobian, &call, n, args, n_out, &reverse, by_rows);
+    if (st == AG_OK && n)
+        st = ag_jacobian(call_for_jacobian, &call, n, args, n_out, &forward, by_columns);
+    if (st != AG_OK) device_error(c, st, "", ag_last_error());
+    for (int k = 0; k < n_out * n && st == AG_OK; k++) {
+        values got, want;
+        char what[96];
+        snprintf(what, sizeof what, "the forward-mode Jacobian block (output %d, input %d)", k / n,
+                 call.which[k % n]);
+        st = to_values(by_columns[k], &got);
+        if (st == AG_OK) st = to_values(by_rows[k], &want);
+        if (st != AG_OK)
+            device_error(c, st, "", ag_last_error());
+        else if (compare_by(c, what, &got, &want, "the reverse-mode one"))
+            set_verdict(c, PASS, NULL);
+        else
+            st = AG_ERR_GRADCHECK;
+        free_values(&got, 1);
+        free_values(&want, 1);
+    }
+    ag_scope_end(scope);
+    ag_set_default_device((ag_device){-1, -1});
+    ag_clear_error();
+}
+
 /* "f32 [17,33]T, i64[17] (dim 0)": the row's dtype, the inputs' shapes (with their dtype
  * where it is not the row's; T: a transposed view) and the recipe's note. */
 static void builtin_label(const builtin_sample *s, ag_dtype dtype, char *buf, size_t size) {
@@ -1048,7 +1118,10 @@ static void check_builtin_row(row *r, const builtin_case *b, ag_device dev, bool
         if (b->s->guard != GUARD_NONE) set_verdict(guard, SKIP, "no kernel");
     } else if (fwd->verdict == PASS && case_has_backward(b))
         compare_grads(bwd, b, &got, &want);
-    if (gradcheck && fwd->verdict != SKIP) check_builtin_gradcheck(&r->cells[B_GRADCHECK], b, dev);
+    if (gradcheck && fwd->verdict != SKIP) {
+        check_builtin_gradcheck(&r->cells[B_GRADCHECK], b, dev);
+        check_builtin_jvp(&r->cells[B_JVP], b, dev);
+    }
     free_run(&want);
     free_run(&got);
 }
@@ -1431,7 +1504,7 @@ int ag_cmd_check(int argc, char **argv) {
     }
     table_kind kinds[2] = {plugin_table, builtin_table};
     row_list lists[2] = {{0}};
-    if (o.gradcheck) kinds[1].n_checks = 4;
+    if (o.gradcheck) kinds[1].n_checks = 5; /* gradcheck and jvp */
     rc = pick_ops(&o, &targets, &n_targets, builtins, &n_builtins);
     if (rc < 0) rc = pick_devices(&o, devs, &n_devs);
     if (rc < 0 && !n_devs) {

@@ -90,6 +90,14 @@ void ag_scope_end(ag_scope *scope);
  * there is none): the way a function returns one result from a scope. Returns t. */
 ag_tensor *ag_scope_return(ag_scope *scope, ag_tensor *t);
 
+/* Bytes of tensor storage alive on device (torch.cuda.memory_allocated); devices 0..15 of
+ * each backend are counted, whatever the backend caches underneath. */
+uint64_t ag_memory_allocated(ag_device device);
+/* Highest ag_memory_allocated(device) since the start or ag_reset_peak_memory. */
+uint64_t ag_max_memory_allocated(ag_device device);
+/* Starts a new peak at the current ag_memory_allocated(device). */
+void ag_reset_peak_memory(ag_device device);
+
 /* ---- creation ------------------------------------------------------------------------ */
 
 /* Uninitialised tensor on the default device. */
@@ -225,6 +233,78 @@ typedef void (*ag_post_accumulate_hook_fn)(ag_tensor *leaf, void *user);
  * which leaves .grad alone. */
 uint64_t ag_register_post_accumulate_grad_hook(ag_tensor *leaf, ag_post_accumulate_hook_fn fn,
                                                void *user);
+
+/* ---- forward-mode AD (torch.autograd.forward_ad; docs/forward-ad.md) ---------------------
+ * Inside a dual level, a tensor may carry a tangent; every op then also computes its
+ * output's tangent (a Jacobian-vector product), so one forward pass gives J v. Tangents are
+ * computed with ag ops under the current grad mode, so reverse mode can differentiate them,
+ * and backward passes run inside a level propagate tangents too. One level at a time, for
+ * the whole process (as PyTorch). */
+
+/* Opens the dual level; error if one is open already. */
+ag_status ag_dual_level_enter(void);
+/* Closes the dual level: every tensor's tangent is dropped. Error if none is open. */
+ag_status ag_dual_level_exit(void);
+/* True while the dual level is open. */
+bool ag_dual_level_is_open(void);
+/* A view of primal carrying tangent (same shape, dtype and device; floating point). The
+ * view is differentiable with respect to primal, as torch's make_dual. */
+ag_tensor *ag_make_dual(ag_tensor *primal, ag_tensor *tangent);
+/* Splits t into a view without tangent (*primal, a new reference) and its tangent
+ * (*tangent, a new reference, or NULL when t has none); either pointer may be NULL. */
+ag_status ag_unpack_dual(ag_tensor *t, ag_tensor **primal, ag_tensor **tangent);
+
+/* ---- functions of tensors: functional transforms (ag_vjp, ag_jvp, ...) and checkpointing */
+
+/* A function of tensors, as the functional API and ag_checkpoint call it: reads
+ * inputs[0..n_inputs) and stores n_outputs results (op results: new references owned like
+ * any op's) in outputs. Returns AG_OK, or an error status with ag_last_error set. */
+typedef ag_status (*ag_tensor_fn)(void *user, int n_inputs, ag_tensor *const *inputs, int n_outputs,
+                                  ag_tensor **outputs);
+
+/* torch.utils.checkpoint (use_reentrant=False): runs fn(user, inputs) into outputs[n_outputs]
+ * (new references owned like op results) recording the graph but not the tensors its ops
+ * save for backward; backward runs fn again (default generator's state restored) to get
+ * them. fn must run the same ops each time. See docs/semantics.md#activation-checkpointing. */
+ag_status ag_checkpoint(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *inputs,
+                        int n_outputs, ag_tensor **outputs);
+
+/* Options of the functional transforms (torch.autograd.functional); NULL means all false. */
+typedef struct ag_functional_options {
+    bool create_graph; /* results keep history (differentiable again); else detached */
+    bool strict;       /* an output independent of an input is an error, not zeros */
+    bool forward_mode; /* ag_jacobian: one forward-mode pass per input element instead of
+                          one backward per output element */
+} ag_functional_options;
+
+/* Vector-Jacobian products v^T J of fn at inputs: vjps[n_inputs] have the inputs' shapes.
+ * v[n_outputs] has the outputs' shapes (v NULL, or an entry NULL, for single-element
+ * outputs). outputs (NULL to skip) receives fn's n_outputs results. New references. */
+ag_status ag_vjp(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *inputs, int n_outputs,
+                 ag_tensor *const *v, const ag_functional_options *options, ag_tensor **outputs,
+                 ag_tensor **vjps);
+/* Jacobian-vector products J v in one forward-mode pass: jvps[n_outputs] have the outputs'
+ * shapes; v[n_inputs] the inputs' (NULL entries only for single-element inputs). */
+ag_status ag_jvp(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *inputs,
+                 ag_tensor *const *v, int n_outputs, const ag_functional_options *options,
+                 ag_tensor **outputs, ag_tensor **jvps);
+/* Hessian-vector product H v of a function with one single-element output (forward mode
+ * inside reverse mode); *output (NULL to skip) receives f(inputs). */
+ag_status ag_hvp(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *inputs,
+                 ag_tensor *const *v, const ag_functional_options *options, ag_tensor **output,
+                 ag_tensor **hvps);
+/* Vector-Hessian product v^T H (reverse mode twice); as ag_hvp otherwise. */
+ag_status ag_vhp(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *inputs,
+                 ag_tensor *const *v, const ag_functional_options *options, ag_tensor **output,
+                 ag_tensor **vhps);
+/* Jacobian of fn: jacobian[o * n_inputs + i] has shape outputs[o].shape + inputs[i].shape
+ * (n_outputs * n_inputs blocks, new references). */
+ag_status ag_jacobian(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *inputs,
+                      int n_outputs, const ag_functional_options *options, ag_tensor **jacobian);
+/* Hessian of a function with one single-element output: hessian[i * n_inputs + j] has
+ * shape inputs[i].shape + inputs[j].shape. */
+ag_status ag_hessian(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *inputs,
+                     const ag_functional_options *options, ag_tensor **hessian);
 
 /* ---- debugging: graph pictures and op traces (docs/debugging.md) ------------------------- */
 

@@ -1,5 +1,5 @@
 /* ag files: safetensors (JSON header + raw little-endian tensors, the format of Hugging
- * Face's safetensors library) and checkpoints of a model and its optimizer.
+ * Face's safetensors library), checkpoints of a model and its optimizer, and PNG images.
  *
  * Writes are atomic: a temporary file in the same directory, fsync, rename; a crash leaves
  * the previous file intact. Reads validate everything (header length and JSON, dtypes,
@@ -29,6 +29,10 @@ ag_status ag_checkpoint_save(const char *path, const ag_module *model, const ag_
 /* Loads a checkpoint into model (every parameter must be present with its shape) and, if
  * opt is not NULL and the file has optimizer state, into opt. */
 ag_status ag_checkpoint_load(const char *path, ag_module *model, ag_optimizer *opt);
+
+/* Writes an 8-bit PNG image: `pixels` holds height rows, top to bottom, of width pixels of
+ * `channels` bytes each (1 gray, 3 RGB, 4 RGBA), without padding. */
+ag_status ag_png_save(const char *path, int width, int height, int channels, const uint8_t *pixels);
 
 #ifdef __cplusplus
 }
