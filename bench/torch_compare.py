@@ -27,10 +27,11 @@ import sys
 
 import torch
 
-from torch_workloads import make_mlp_sgd_mse_step, make_p_step, time_calls
+from torch_workloads import make_mlp_sgd_mse_step, make_mlp_transform, make_p_step, time_calls
 
+TRANSFORMS = ("forward", "jvp", "vjp", "jvp_double_vjp")
 WORKLOADS = ("p_step", "mlp_sgd_mse_step", "overhead_forward_grad",
-             "overhead_forward_backward")
+             "overhead_forward_backward") + tuple(f"mlp_transforms_{t}" for t in TRANSFORMS)
 WARMUP_CHAINS = 20  # as `ag overhead`
 CHAINS_PER_RUN = 50
 
@@ -97,6 +98,9 @@ def run_workload(name, args, device):
         return time_step(name, make_p_step(args.batch_size, 512, total, device), args)
     if name == "mlp_sgd_mse_step":
         return time_step(name, make_mlp_sgd_mse_step(args.batch_size, device), args)
+    if name.startswith("mlp_transforms_"):
+        transform = name[len("mlp_transforms_"):]
+        return time_step(name, make_mlp_transform(args.batch_size, device, transform), args)
     return time_chain(name, name == "overhead_forward_backward", args, device)
 
 

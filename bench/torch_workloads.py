@@ -65,6 +65,32 @@ def make_mlp_sgd_mse_step(batch_size, device):
     return step
 
 
+def make_mlp_transform(batch_size, device, transform):
+    """The MLP of make_mlp_sgd_mse_step as a function of its input x [B, 784], and one call of
+    `transform` on it: "forward" (with grad mode on), "jvp" (J v by forward-mode AD,
+    torch.autograd.forward_ad), "jvp_double_vjp" (torch.autograd.functional.jvp, which uses
+    the double-backward trick) or "vjp" (torch.autograd.functional.vjp). Returns a function
+    that runs it and returns a float of the result (which waits for the device)."""
+    import torch.autograd.forward_ad as fwad
+    from torch.autograd.functional import jvp, vjp
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10)).to(device)
+    x, _ = _batch(batch_size, device)
+    v = torch.randn_like(x)
+    u = torch.randn(batch_size, 10, device=device)
+
+    def forward_mode():
+        with fwad.dual_level():
+            return fwad.unpack_dual(model(fwad.make_dual(x, v))).tangent
+
+    calls = {"forward": lambda: model(x),
+             "jvp": forward_mode,
+             "jvp_double_vjp": lambda: jvp(model, x, v)[1],
+             "vjp": lambda: vjp(model, x, u)[1]}
+    call = calls[transform]
+    return lambda: call()[0, 0].item()
+
+
 def time_calls(fn, warmup, count):
     """Calls fn warmup times untimed, then count times timed; returns the timed calls'
     milliseconds and fn's last result."""

@@ -396,12 +396,53 @@ static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, pt
             }
         }
         ag_release(in_g[i]);
-        if (e->node && --e->node->deps == 0 && st == AG_OK) st = list_push(ready, e->node);
+        /* A node no captured input is reached from never runs (nor do its inputs). */
+        if (e->node && --e->node->deps == 0 && e->node->needed && st == AG_OK)
+            st = list_push(ready, e->node);
     }
     for (int j = 0; j < n->n_outputs; j++) ag_release(out_g[j]);
     if (out_g != out_grads) free(out_g);
     if (in_g != in_grads_buf) free(in_g);
     return st;
+}
+
+/* The capture of the backward running on this thread; NULL for ag_backward, which
+ * produces the gradient of every leaf it reaches. */
+static _Thread_local const capture *running_capture;
+
+static bool captures_leaf(const capture *cap, const ag_tensor *leaf) {
+    for (int k = 0; k < cap->n; k++)
+        if (cap->inputs[k] == leaf) return true;
+    return false;
+}
+
+bool ag__leaf_needed(const ag_tensor *leaf) {
+    return !running_capture || captures_leaf(running_capture, leaf);
+}
+
+static int by_creation(const void *a, const void *b) {
+    const ag_node *x = *(ag_node *const *)a, *y = *(ag_node *const *)b;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* ag_grad runs only the nodes that lead to one of its inputs (PyTorch's exec_info): the
+ * weight gradients of a network are not computed for an input gradient. A node is needed
+ * when one of its outputs is a captured input, or an edge leads to a captured leaf or a
+ * needed node. Edges point to earlier nodes, so one pass in creation order settles each
+ * node after the nodes it points to. A once-differentiable error node always runs: its
+ * message says why the gradient is missing, where pruning would silently give zeros. */
+static void mark_needed(ptr_list *seen, const capture *cap) {
+    qsort(seen->items, seen->count, sizeof *seen->items, by_creation);
+    for (size_t i = 0; i < seen->count; i++) {
+        ag_node *n = seen->items[i];
+        bool needed = n->op == &op_delayed_error;
+        for (int k = 0; k < cap->n && !needed; k++) needed = cap->inputs[k]->grad_fn == n;
+        for (int e = 0; e < n->n_inputs && !needed; e++) {
+            const ag_edge *edge = &n->edges[e];
+            needed = edge->node ? edge->node->needed : edge->leaf && captures_leaf(cap, edge->leaf);
+        }
+        n->needed = needed;
+    }
 }
 
 /* Counts dependencies of every node reachable from the roots; lists them in `seen`. */
@@ -415,6 +456,7 @@ static ag_status count_dependencies(int n_roots, ag_tensor *const *roots, uint64
         if (!n || n->epoch == epoch) continue;
         n->epoch = epoch;
         n->deps = 0;
+        n->needed = true;
         st = list_push(&stack, n);
         if (st == AG_OK) st = list_push(seen, n);
     }
@@ -426,6 +468,7 @@ static ag_status count_dependencies(int n_roots, ag_tensor *const *roots, uint64
             if (next->epoch != epoch) {
                 next->epoch = epoch;
                 next->deps = 0;
+                next->needed = true;
                 st = list_push(&stack, next);
                 if (st == AG_OK) st = list_push(seen, next);
             }
@@ -484,6 +527,9 @@ static ag_status run_backward(int n_roots, ag_tensor *const *roots, ag_tensor *c
     list_init(&lv.held);
     list_init(&lv.posted);
     ag_status st = count_dependencies(n_roots, roots, epoch, &seen);
+    const capture *outer_capture = running_capture;
+    running_capture = cap;
+    if (st == AG_OK && cap) mark_needed(&seen, cap);
     for (int r = 0; r < n_roots && st == AG_OK; r++) {
         ag_tensor *seed = NULL;
         st = seed_gradient(r, roots[r], root_grads ? root_grads[r] : NULL, &seed);
@@ -497,8 +543,10 @@ static ag_status run_backward(int n_roots, ag_tensor *const *roots, ag_tensor *c
         }
         ag_release(seed);
     }
-    for (size_t i = 0; i < seen.count && st == AG_OK; i++)
-        if (((ag_node *)seen.items[i])->deps == 0) st = list_push(&ready, seen.items[i]);
+    for (size_t i = 0; i < seen.count && st == AG_OK; i++) {
+        ag_node *n = seen.items[i];
+        if (n->deps == 0 && n->needed) st = list_push(&ready, n);
+    }
     while (st == AG_OK && ready.count)
         st = run_node(ready.items[--ready.count], cap, retain, create, &ready, &lv);
     /* After an error, unreached nodes may still hold partial gradients. */
@@ -509,6 +557,7 @@ static ag_status run_backward(int n_roots, ag_tensor *const *roots, ag_tensor *c
             n->grad_buf[j] = NULL;
         }
     }
+    running_capture = outer_capture;
     ag_status leaves_st = finish_leaves(&lv, cap, create, st == AG_OK);
     if (st == AG_OK) st = leaves_st;
     list_free(&seen);

@@ -17,10 +17,11 @@ static const ag_functional_options default_options;
 
 /* ---- shared steps ---- */
 
-/* Checks the arguments every transform takes. */
+/* Checks the arguments every transform takes (results: its result array). */
 static ag_status check_call(const char *who, ag_tensor_fn fn, int n_inputs,
-                            ag_tensor *const *inputs, int n_outputs) {
+                            ag_tensor *const *inputs, int n_outputs, ag_tensor **results) {
     if (!fn) return ag__error(AG_ERR_INVALID_ARG, "%s: the function is NULL", who);
+    if (!results) return ag__error(AG_ERR_INVALID_ARG, "%s: the result array is NULL", who);
     if (n_inputs < 1 || n_inputs > FN_MAX_IO || !inputs)
         return ag__error(AG_ERR_INVALID_ARG, "%s: expected 1..%d inputs, got %d%s", who, FN_MAX_IO,
                          n_inputs, inputs ? "" : " (inputs is NULL)");
@@ -59,9 +60,9 @@ static ag_status check_vectors(const char *who, const char *role, int n, ag_tens
     return AG_OK;
 }
 
-/* v[i], or ones of like's shape where v is NULL (a single element). */
+/* v[i] in like's dtype, or ones of like's shape where v is NULL (a single element). */
 static ag_tensor *vector_or_one(ag_tensor *const *v, int i, ag_tensor *like) {
-    return v && v[i] ? v[i] : ag_ones_like(like);
+    return v && v[i] ? ag_to_dtype(v[i], like->dtype) : ag_ones_like(like);
 }
 
 /* Every v[i] resolved by vector_or_one into resolved. */
@@ -173,7 +174,7 @@ ag_status ag_vjp(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *in
                  ag_tensor *const *v, const ag_functional_options *options, ag_tensor **outputs,
                  ag_tensor **vjps) {
     const ag_functional_options *o = options ? options : &default_options;
-    ag_status st = check_call("vjp", fn, n_inputs, inputs, n_outputs);
+    ag_status st = check_call("vjp", fn, n_inputs, inputs, n_outputs, vjps);
     if (st != AG_OK) return st;
     ag_tensor *x[FN_MAX_IO], *out[FN_MAX_IO], *diff[FN_MAX_IO], *grad_out[FN_MAX_IO];
     ag_tensor *results[2 * FN_MAX_IO] = {NULL};
@@ -231,15 +232,16 @@ ag_status ag_jvp(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *in
                  ag_tensor *const *v, int n_outputs, const ag_functional_options *options,
                  ag_tensor **outputs, ag_tensor **jvps) {
     const ag_functional_options *o = options ? options : &default_options;
-    ag_status st = check_call("jvp", fn, n_inputs, inputs, n_outputs);
+    ag_status st = check_call("jvp", fn, n_inputs, inputs, n_outputs, jvps);
     if (st == AG_OK) st = check_vectors("jvp", "input", n_inputs, v, inputs);
     if (st == AG_OK) st = enter_level("jvp");
     if (st != AG_OK) return st;
     ag_tensor *x[FN_MAX_IO], *tangents[FN_MAX_IO], *results[2 * FN_MAX_IO] = {NULL};
     ag_scope *scope = ag_scope_begin();
-    /* Without create_graph nothing needs a graph: forward mode alone gives the tangents. */
-    bool prev = ag_set_grad_enabled(o->create_graph);
-    st = prepare_inputs(n_inputs, inputs, o->create_graph, false, x);
+    /* As torch.autograd.functional, the function sees inputs that require grad with grad
+     * mode on: it may take gradients itself (forward over reverse). */
+    bool prev = ag_set_grad_enabled(true);
+    st = prepare_inputs(n_inputs, inputs, o->create_graph, true, x);
     if (st == AG_OK) st = resolve_vectors(n_inputs, v, inputs, tangents);
     if (st == AG_OK)
         st = forward_pass("jvp", fn, user, n_inputs, x, tangents, n_outputs, results,
@@ -264,8 +266,9 @@ ag_status ag_jvp(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *in
 
 /* Shared front of hvp and vhp: checks, v's shapes, prepared inputs. */
 static ag_status second_order_setup(const char *who, ag_tensor_fn fn, int n_inputs,
-                                    ag_tensor *const *inputs, ag_tensor *const *v) {
-    ag_status st = check_call(who, fn, n_inputs, inputs, 1);
+                                    ag_tensor *const *inputs, ag_tensor *const *v,
+                                    ag_tensor **results) {
+    ag_status st = check_call(who, fn, n_inputs, inputs, 1, results);
     return st == AG_OK ? check_vectors(who, "input", n_inputs, v, inputs) : st;
 }
 
@@ -273,7 +276,7 @@ ag_status ag_hvp(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *in
                  ag_tensor *const *v, const ag_functional_options *options, ag_tensor **output,
                  ag_tensor **hvps) {
     const ag_functional_options *o = options ? options : &default_options;
-    ag_status st = second_order_setup("hvp", fn, n_inputs, inputs, v);
+    ag_status st = second_order_setup("hvp", fn, n_inputs, inputs, v, hvps);
     if (st == AG_OK) st = enter_level("hvp");
     if (st != AG_OK) return st;
     ag_tensor *x[FN_MAX_IO], *tangents[FN_MAX_IO], *results[1 + FN_MAX_IO] = {NULL};
@@ -310,7 +313,7 @@ ag_status ag_vhp(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *in
                  ag_tensor *const *v, const ag_functional_options *options, ag_tensor **output,
                  ag_tensor **vhps) {
     const ag_functional_options *o = options ? options : &default_options;
-    ag_status st = second_order_setup("vhp", fn, n_inputs, inputs, v);
+    ag_status st = second_order_setup("vhp", fn, n_inputs, inputs, v, vhps);
     if (st != AG_OK) return st;
     ag_tensor *x[FN_MAX_IO], *grads[FN_MAX_IO] = {NULL}, *diff[FN_MAX_IO], *weights[FN_MAX_IO];
     ag_tensor *results[1 + FN_MAX_IO] = {NULL};
@@ -366,12 +369,15 @@ static bool block_shape(const char *who, const ag_tensor *out, const ag_tensor *
     return true;
 }
 
+/* Zeros of a shape in like's dtype, on like's device. */
+static ag_tensor *zeros_on(const ag_tensor *like, int ndim, const int64_t *shape) {
+    ag_tensor *zeros = ag_zeros(like->dtype, ndim, shape);
+    return zeros ? ag_to_device(zeros, like->storage->device) : NULL;
+}
+
 /* One-hot of like's shape and dtype with a 1 at flat position k. */
 static ag_tensor *one_hot_at(ag_tensor *like, int64_t k) {
-    ag_tensor *flat = ag_zeros(like->dtype, 1, &like->numel);
-    if (!flat) return NULL;
-    ag_tensor *hot = ag_to_device(flat, like->storage->device);
-    ag_tensor *e = ag_reshape(hot, like->ndim, like->shape);
+    ag_tensor *e = zeros_on(like, like->ndim, like->shape);
     ag_tensor *slot = e ? ag_select(ag_reshape(e, 1, &like->numel), 0, k) : NULL;
     return slot && ag_fill_(slot, 1.0) ? e : NULL;
 }
@@ -417,7 +423,7 @@ static ag_status jacobian_by_rows(const char *who, int n_outputs, ag_tensor *con
             }
             ag_tensor *block = st != AG_OK ? NULL
                                : rows      ? ag_stack((int)rows, parts, 0)
-                                           : ag_zeros(inputs[i]->dtype, 1, (int64_t[]){0});
+                                           : zeros_on(inputs[i], 1, (int64_t[]){0});
             if (st == AG_OK && block) block = ag_reshape(block, ndim, shape);
             if (st == AG_OK && !block) st = ag_last_status();
             if (st == AG_OK) BLOCK(jac, j, i, n_inputs) = block;
@@ -440,13 +446,24 @@ static ag_status jacobian_by_columns(ag_tensor_fn fn, void *user, int n_outputs,
         const int64_t cols = x[i]->numel;
         ag_tensor **col = calloc((size_t)(cols ? cols : 1) * (size_t)n_outputs, sizeof *col);
         if (!col) st = ag__error(AG_ERR_OUT_OF_MEMORY, "jacobian: out of host memory");
+        /* An empty input has no column: one pass without tangents gives the outputs'
+         * shapes, and its blocks are empty. */
+        if (!cols && st == AG_OK)
+            st = forward_pass("jacobian", fn, user, n_inputs, x, v, n_outputs, primals, tangents);
+        for (int j = 0; j < n_outputs && st == AG_OK && !cols; j++) {
+            int ndim;
+            int64_t shape[AG_MAX_DIMS];
+            if (!block_shape("jacobian", primals[j], x[i], &ndim, shape) ||
+                !(BLOCK(jac, j, i, n_inputs) = zeros_on(x[i], ndim, shape)))
+                st = ag_last_status();
+        }
         for (int64_t k = 0; k < cols && st == AG_OK; k++) {
             v[i] = one_hot_at(x[i], k);
             st = v[i] ? forward_pass("jacobian", fn, user, n_inputs, x, v, n_outputs, primals,
                                      tangents)
                       : ag_last_status();
             for (int j = 0; j < n_outputs && st == AG_OK; j++) {
-                if (primals[j]->dtype == AG_I64)
+                if (primals[j]->dtype == AG_I64 && o->strict)
                     st = check_output_requires_grad("jacobian", j, primals[j]);
                 col[k * n_outputs + j] = tangents[j];
             }
@@ -492,14 +509,14 @@ static ag_status jacobian_by_columns(ag_tensor_fn fn, void *user, int n_outputs,
 ag_status ag_jacobian(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *inputs,
                       int n_outputs, const ag_functional_options *options, ag_tensor **jacobian) {
     const ag_functional_options *o = options ? options : &default_options;
-    ag_status st = check_call("jacobian", fn, n_inputs, inputs, n_outputs);
+    ag_status st = check_call("jacobian", fn, n_inputs, inputs, n_outputs, jacobian);
     if (st != AG_OK) return st;
     const int n_blocks = n_outputs * n_inputs;
     for (int b = 0; b < n_blocks; b++) jacobian[b] = NULL;
     ag_tensor *x[FN_MAX_IO], *out[FN_MAX_IO];
     ag_scope *scope = ag_scope_begin();
-    bool prev = ag_set_grad_enabled(o->create_graph || !o->forward_mode);
-    st = prepare_inputs(n_inputs, inputs, o->create_graph, !o->forward_mode, x);
+    bool prev = ag_set_grad_enabled(true);
+    st = prepare_inputs(n_inputs, inputs, o->create_graph, true, x);
     if (st == AG_OK && o->forward_mode) {
         st = jacobian_by_columns(fn, user, n_outputs, n_inputs, x, o, jacobian);
     } else if (st == AG_OK) {
@@ -507,14 +524,6 @@ ag_status ag_jacobian(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *cons
         if (st == AG_OK)
             st = jacobian_by_rows("jacobian", n_outputs, out, n_inputs, x, inputs, o, jacobian);
     }
-    /* A forward-mode block over an empty input is zeros of out.shape + [0]. */
-    for (int b = 0; b < n_blocks && st == AG_OK; b++)
-        if (!jacobian[b]) {
-            char a[192];
-            st = ag__error(AG_ERR_SHAPE,
-                           "jacobian: input %d (%s) has no elements; its block is empty",
-                           b % n_inputs, ag__describe(inputs[b % n_inputs], a, sizeof a));
-        }
     ag_set_grad_enabled(prev);
     return hand_out(scope, st, o->create_graph, n_blocks, jacobian);
 }
@@ -522,7 +531,7 @@ ag_status ag_jacobian(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *cons
 ag_status ag_hessian(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *inputs,
                      const ag_functional_options *options, ag_tensor **hessian) {
     const ag_functional_options *o = options ? options : &default_options;
-    ag_status st = check_call("hessian", fn, n_inputs, inputs, 1);
+    ag_status st = check_call("hessian", fn, n_inputs, inputs, 1, hessian);
     if (st != AG_OK) return st;
     const int n_blocks = n_inputs * n_inputs;
     for (int b = 0; b < n_blocks; b++) hessian[b] = NULL;

@@ -200,7 +200,7 @@ ag_tensor *ag__saved_output(const ag_backward_ctx *ctx, int j) {
 
 bool ag__needs_grad(const ag_backward_ctx *ctx, int i) {
     const ag_edge *e = &ctx->node->edges[i];
-    return e->node || e->leaf;
+    return e->node ? e->node->needed : e->leaf && ag__leaf_needed(e->leaf);
 }
 
 const ag_attrs *ag__bw_attrs(const ag_backward_ctx *ctx) {

@@ -300,6 +300,7 @@ struct ag_node {
     /* engine scratch, valid during one backward */
     uint64_t epoch;       /* backward pass that last visited the node */
     int deps;             /* pending downstream contributions */
+    bool needed;          /* leads to a gradient the backward must produce (ag_grad prunes) */
     ag_tensor **grad_buf; /* n_outputs accumulated gradients */
 };
 
@@ -318,6 +319,9 @@ void ag__anomaly_read_env(void);
 ag_tensor *ag__saved(const ag_backward_ctx *ctx, int i);
 /* Saved output j of the node being run (an alias without history); NULL if not saved. */
 ag_tensor *ag__saved_output(const ag_backward_ctx *ctx, int j);
+/* Whether the running backward must produce leaf's gradient: always for ag_backward, for
+ * ag_grad only when leaf is one of its inputs (core/autograd.c). */
+bool ag__leaf_needed(const ag_tensor *leaf);
 /* Whether input i of the node needs a gradient. */
 bool ag__needs_grad(const ag_backward_ctx *ctx, int i);
 /* Node being run's attributes and metas. */

@@ -136,9 +136,10 @@ void bench_results_free(bench_results *r);
 
 /* Names of the model-level and overhead workloads, as --ops, the CSV and the PyTorch
  * script spell them. */
-#define BENCH_P_STEP   "p_step"
-#define BENCH_MLP_STEP "mlp_sgd_mse_step"
-#define BENCH_OVERHEAD "overhead"
+#define BENCH_P_STEP     "p_step"
+#define BENCH_MLP_STEP   "mlp_sgd_mse_step"
+#define BENCH_OVERHEAD   "overhead"
+#define BENCH_TRANSFORMS "mlp_transforms"
 
 /* Most --sizes and --ops entries. */
 #define BENCH_MAX_LIST 32

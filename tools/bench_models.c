@@ -1,6 +1,9 @@
 /* Model-level and overhead workloads (tools/bench.h): the §P training step (shared with
- * `ag train --bench-steps`), the seed's §E-1 style ReLU-MLP + SGD + MSE step, and the chain
+ * `ag train --bench-steps`), the seed's §E-1 style ReLU-MLP + SGD + MSE step, the
+ * functional transforms of that MLP's input (jvp and vjp against a forward), and the chain
  * of tiny ops (shared with `ag overhead`), and their cells in `ag bench`. */
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include "bench.h"
 
@@ -133,6 +136,71 @@ static ag_status mlp_step_run(void *ctx) {
     return st;
 }
 
+/* ---- functional transforms of the MLP ---- */
+
+/* How a transforms cell differentiates the MLP with respect to its input x [128, 784]. */
+typedef enum transform_pass {
+    PASS_FORWARD,      /* the forward alone (grad mode on, as the transforms run it) */
+    PASS_JVP,          /* ag_jvp: one forward-mode pass */
+    PASS_VJP,          /* ag_vjp: a forward and a backward */
+    PASS_DOUBLE_VJP,   /* J v by the double-backward trick torch.autograd.functional.jvp uses */
+    N_TRANSFORM_PASSES /* number of passes */
+} transform_pass;
+
+/* The MLP of mlp_step, a tangent v of x's shape and a cotangent u of the output's. */
+typedef struct transform_bench {
+    mlp_step mlp;
+    ag_tensor *v, *u;
+    transform_pass pass;
+} transform_bench;
+
+/* The MLP as an ag_tensor_fn of its input. */
+static ag_status mlp_of_input(void *user, int n_inputs, ag_tensor *const *inputs, int n_outputs,
+                              ag_tensor **outputs) {
+    (void)n_inputs, (void)n_outputs;
+    outputs[0] = ag_module_forward(((transform_bench *)user)->mlp.model, inputs[0]);
+    return outputs[0] ? AG_OK : ag_last_status();
+}
+
+/* J v as the double-backward trick computes it: g(u) = u^T J is linear in u, so
+ * J v = d<g(u), v>/du, with u a zero leaf. */
+static ag_status jvp_by_double_vjp(transform_bench *b, ag_tensor *x) {
+    ag_tensor *xg = ag_detach(x), *y, *u, *g, *jv;
+    ag_status st = ag_set_requires_grad(xg, true);
+    y = st == AG_OK ? ag_module_forward(b->mlp.model, xg) : NULL;
+    u = y ? ag_zeros_like(y) : NULL;
+    if (st == AG_OK) st = u ? ag_set_requires_grad(u, true) : ag_last_status();
+    if (st == AG_OK) st = ag_grad(1, &y, 1, &xg, &u, true, true, false, &g);
+    ag_tensor *inner = st == AG_OK ? ag_sum(ag_mul(g, b->v), 0, NULL, false) : NULL;
+    if (st == AG_OK)
+        st = inner ? ag_grad(1, &inner, 1, &u, NULL, false, false, false, &jv) : ag_last_status();
+    return st;
+}
+
+/* One call of the cell's pass (a bench_fn). */
+static ag_status transform_run(void *ctx) {
+    transform_bench *b = ctx;
+    ag_scope *scope = ag_scope_begin();
+    ag_tensor *x = b->mlp.x, *out = NULL, *result = NULL;
+    ag_status st;
+    switch (b->pass) {
+    case PASS_FORWARD:
+        st = mlp_of_input(b, 1, &x, 1, &out);
+        break;
+    case PASS_JVP:
+        st = ag_jvp(mlp_of_input, b, 1, &x, &b->v, 1, NULL, &out, &result);
+        break;
+    case PASS_VJP:
+        st = ag_vjp(mlp_of_input, b, 1, &x, 1, &b->u, NULL, &out, &result);
+        break;
+    default:
+        st = jvp_by_double_vjp(b, x);
+        break;
+    }
+    ag_scope_end(scope);
+    return st;
+}
+
 /* ---- cells ---- */
 
 /* Times a training step and records it (ms/step, steps/s); returns 1 on failure. */
@@ -209,10 +277,61 @@ static int overhead_cells(const bench_options *o, ag_device dev, bench_results *
     return failed;
 }
 
+/* The transforms of the MLP's input on dev: each pass in ms, with the forward as its
+ * reference (ratio: forward time / the pass's time). */
+static int transform_cells(const bench_options *o, ag_device dev, bench_results *r) {
+    static const char *const passes[N_TRANSFORM_PASSES] = {"forward", "jvp", "vjp",
+                                                           "jvp_double_vjp"};
+    char size[40];
+    snprintf(size, sizeof size, "batch %d", MLP_BATCH);
+    transform_bench b = {0};
+    ag_generator *gen = ag_generator_new(1);
+    ag_status st = gen ? mlp_step_init(&b.mlp) : ag_last_status();
+    if (st == AG_OK) b.v = ag_randn(gen, AG_F32, 2, (int64_t[]){MLP_BATCH, MLP_IN});
+    if (st == AG_OK && b.v) b.u = ag_randn(gen, AG_F32, 2, (int64_t[]){MLP_BATCH, MLP_OUT});
+    ag_generator_free(gen);
+    if (st != AG_OK || !b.u) {
+        ag_release(b.v);
+        if (st == AG_OK) mlp_step_free(&b.mlp);
+        return bench_cell_failed(dev, BENCH_TRANSFORMS, size, passes[0]);
+    }
+    int failed = 0;
+    double forward_s = NAN;
+    for (int p = 0; p < N_TRANSFORM_PASSES; p++) {
+        bench_progress(dev, BENCH_TRANSFORMS, size, passes[p]);
+        b.pass = (transform_pass)p;
+        const bench_timing timing = bench_cell_timing(o, 3);
+        bench_stats stats;
+        if (bench_time(transform_run, &b, dev, &timing, &stats) != AG_OK) {
+            failed += bench_cell_failed(dev, BENCH_TRANSFORMS, size, passes[p]);
+            continue;
+        }
+        bench_record *rec = bench_add_cell(r, SECTION_MODELS, BENCH_TRANSFORMS, size, dev,
+                                           passes[p], AG_F32, &stats);
+        if (!rec) {
+            failed++;
+            break;
+        }
+        rec->throughput = 1 / stats.median;
+        rec->unit = "calls/s";
+        if (p == PASS_FORWARD) forward_s = stats.median;
+        snprintf(rec->reference, sizeof rec->reference, "forward");
+        rec->reference_s = forward_s;
+        rec->ratio = forward_s / stats.median;
+        rec->key[0] = 2;
+        rec->key[2] = p;
+    }
+    ag_release(b.v);
+    ag_release(b.u);
+    mlp_step_free(&b.mlp);
+    return failed;
+}
+
 int bench_models_run(const bench_options *o, ag_device dev, bench_results *r) {
     int failed = 0;
     if (bench_wants(o, BENCH_P_STEP)) failed += p_step_cell(o, dev, r);
     if (bench_wants(o, BENCH_MLP_STEP)) failed += mlp_step_cell(o, dev, r);
+    if (bench_wants(o, BENCH_TRANSFORMS)) failed += transform_cells(o, dev, r);
     if (bench_wants(o, BENCH_OVERHEAD)) failed += overhead_cells(o, dev, r);
     return failed;
 }

@@ -38,6 +38,11 @@ static const torch_workload workloads[] = {
     {"overhead_forward_grad", "us_per_op", SECTION_OVERHEAD, BENCH_OVERHEAD, "forward_grad"},
     {"overhead_forward_backward", "us_per_op", SECTION_OVERHEAD, BENCH_OVERHEAD,
      "forward+backward"},
+    {"mlp_transforms_forward", "ms_per_step", SECTION_MODELS, BENCH_TRANSFORMS, "forward"},
+    {"mlp_transforms_jvp", "ms_per_step", SECTION_MODELS, BENCH_TRANSFORMS, "jvp"},
+    {"mlp_transforms_vjp", "ms_per_step", SECTION_MODELS, BENCH_TRANSFORMS, "vjp"},
+    {"mlp_transforms_jvp_double_vjp", "ms_per_step", SECTION_MODELS, BENCH_TRANSFORMS,
+     "jvp_double_vjp"},
 };
 #define N_WORKLOADS (int)(sizeof workloads / sizeof *workloads)
 

@@ -30,7 +30,8 @@ static const char usage_text[] =
     "  --backends LIST  backends or devices, comma-separated (cpu,opencl,cuda:1); default:\n"
     "                   every backend found that loads\n"
     "  --ops LIST       workloads, comma-separated (default: all): %s,\n"
-    "                   " BENCH_P_STEP ", " BENCH_MLP_STEP ", " BENCH_OVERHEAD "\n"
+    "                   " BENCH_P_STEP ", " BENCH_MLP_STEP ", " BENCH_OVERHEAD ",\n"
+    "                   " BENCH_TRANSFORMS "\n"
     "  --sizes LIST     op level: square matmul sizes and element counts (default: matmul\n"
     "                   128..2048 and the section P shapes; 65536,1048576,16777216 elements)\n"
     "  --dtype T        op level: float32 (default) or float64\n"
@@ -173,12 +174,12 @@ static bool parse_ops(char *text, bench_options *o) {
     for (int i = 0; i < o->n_ops; i++) {
         const char *w = o->ops[i];
         if (bench_is_op(w) || strcmp(w, BENCH_P_STEP) == 0 || strcmp(w, BENCH_MLP_STEP) == 0 ||
-            strcmp(w, BENCH_OVERHEAD) == 0)
+            strcmp(w, BENCH_OVERHEAD) == 0 || strcmp(w, BENCH_TRANSFORMS) == 0)
             continue;
         char names[512];
         bench_op_names(names, sizeof names);
-        usage_error("unknown workload '%s' in --ops (workloads: %s, %s, %s, %s)", w, names,
-                    BENCH_P_STEP, BENCH_MLP_STEP, BENCH_OVERHEAD);
+        usage_error("unknown workload '%s' in --ops (workloads: %s, %s, %s, %s, %s)", w, names,
+                    BENCH_P_STEP, BENCH_MLP_STEP, BENCH_OVERHEAD, BENCH_TRANSFORMS);
         return false;
     }
     if (o->n_ops > 0) return true;
@@ -492,7 +493,7 @@ int ag_cmd_bench(int argc, char **argv) {
     int failed = measure(&o, devs, n, &r);
     bench_torch_info torch = {0};
     const bool wants_torch = bench_wants(&o, BENCH_P_STEP) || bench_wants(&o, BENCH_MLP_STEP) ||
-                             bench_wants(&o, BENCH_OVERHEAD);
+                             bench_wants(&o, BENCH_OVERHEAD) || bench_wants(&o, BENCH_TRANSFORMS);
     if (o.torch && wants_torch) failed += bench_torch_run(&o, &r, &torch);
     machine.torch = &torch;
     qsort(r.items, (size_t)r.count, sizeof *r.items, compare_records);
