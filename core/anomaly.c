@@ -105,7 +105,7 @@ static ag_status scan_ops(ag_tensor *g, const char **kind) {
 /* Sets *kind to "nan" or "inf" if g holds such a value (NULL: all finite). */
 static ag_status find_nonfinite(ag_tensor *g, const char **kind) {
     *kind = NULL;
-    if (g->dtype != AG_F32 && g->dtype != AG_F64) return AG_OK;
+    if (!ag__is_float(g->dtype)) return AG_OK;
     const void *data = ag_is_contiguous(g) ? ag_data_ptr(g) : NULL;
     if (data) {
         scan_host(g, data, kind);

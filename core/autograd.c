@@ -518,6 +518,9 @@ static ag_status run_backward(int n_roots, ag_tensor *const *roots, ag_tensor *c
         if (!roots[r])
             return ag__error_if_none(AG_ERR_INVALID_ARG, "backward: output %d is NULL", r);
     bool prev_mode = ag_set_grad_enabled(create);
+    /* Backward ops run in the dtypes of their gradients, as PyTorch's (autocast is off). */
+    ag_autocast prev_autocast = ag__autocast_state;
+    ag__autocast_state.enabled = false;
     ag_scope *scope = ag_scope_begin();
     uint64_t epoch = __atomic_add_fetch(&next_epoch, 1, __ATOMIC_RELAXED);
     ptr_list seen, ready;
@@ -563,6 +566,7 @@ static ag_status run_backward(int n_roots, ag_tensor *const *roots, ag_tensor *c
     list_free(&seen);
     list_free(&ready);
     ag_scope_end(scope);
+    ag__autocast_state = prev_autocast;
     ag_set_grad_enabled(prev_mode);
     return st;
 }

@@ -123,10 +123,123 @@ void ag__kt_broadcast(const ag_tensor *t, int ndim, const int64_t *shape, ag_ker
     }
 }
 
+/* ---- float16 and bfloat16 through float32 kernels ---- */
+
+/* The conversion kernel every backend has for every dtype (kernel lookups only). */
+static ag_op_def convert_op = {.name = "copy", .kernel = "copy"};
+
+/* A float32 stand-in for a 16-bit kernel tensor: a buffer of its own, contiguous over the
+ * tensor's shape except that broadcast (stride 0) dims keep extent 1 in the buffer, so a
+ * broadcast bias is not widened to the whole output. */
+typedef struct widened {
+    ag_kernel_tensor view; /* what the float32 kernel sees: the original shape */
+    ag_kernel_tensor buf;  /* the buffer as a tensor: extent 1 in broadcast dims */
+    size_t bytes;          /* its size */
+} widened;
+
+static ag_status widen(const ag_backend *be, ag_device device, const ag_kernel_tensor *t,
+                       widened *w) {
+    w->buf = (ag_kernel_tensor){.offset = 0, .dtype = AG_F32, .ndim = t->ndim};
+    int64_t numel = 1;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        w->buf.shape[d] = t->strides[d] == 0 ? 1 : t->shape[d];
+        w->buf.strides[d] = numel;
+        numel *= w->buf.shape[d];
+    }
+    w->bytes = (size_t)numel * sizeof(float);
+    w->buf.data = NULL;
+    ag_status st = be->iface.alloc(device.index, w->bytes ? w->bytes : 1, &w->buf.data);
+    if (st != AG_OK)
+        return ag__error(st, "float32 stand-in of a %s kernel tensor: %s", ag_dtype_name(t->dtype),
+                         be->iface.last_error());
+    w->view = w->buf;
+    for (int d = 0; d < t->ndim; d++) {
+        w->view.shape[d] = t->shape[d];
+        if (t->strides[d] == 0) w->view.strides[d] = 0;
+    }
+    return AG_OK;
+}
+
+/* The source of a widening copy: t restricted to extent 1 in its broadcast dims. */
+static ag_kernel_tensor compact_source(const ag_kernel_tensor *t) {
+    ag_kernel_tensor src = *t;
+    for (int d = 0; d < t->ndim; d++)
+        if (t->strides[d] == 0) src.shape[d] = 1;
+    return src;
+}
+
+/* Whether two kernel tensors are the same view of the same memory. */
+static bool same_view(const ag_kernel_tensor *a, const ag_kernel_tensor *b) {
+    return a->data == b->data && a->offset == b->offset && a->ndim == b->ndim &&
+           memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof *a->shape) == 0 &&
+           memcmp(a->strides, b->strides, (size_t)a->ndim * sizeof *a->strides) == 0;
+}
+
+/* Runs op's float32 kernel for a 16-bit key the backend has no kernel for: 16-bit inputs
+ * are converted into float32 buffers, the kernel writes float32 buffers, which are rounded
+ * into the 16-bit outputs. The arithmetic is float32's, as PyTorch computes half ops. An
+ * output that is the same view as an input (in-place updates) shares its float32 buffer;
+ * one that merely overlaps an input starts from its current values. */
+static ag_status run_in_float32(ag_op_def *op, ag_device device, ag_dtype key, int n_in,
+                                const ag_kernel_tensor *in, int n_out, const ag_kernel_tensor *out,
+                                const ag_attrs *attrs) {
+    enum { MAX_IO = 16 };
+    if (n_in > MAX_IO || n_out > MAX_IO)
+        return ag__error(AG_ERR_UNSUPPORTED, "%s: %s through float32 takes at most %d tensors",
+                         op->name, ag_dtype_name(key), MAX_IO);
+    const ag_backend *be = ag__backend(device.backend);
+    ag_kernel_tensor win[MAX_IO], wout[MAX_IO];
+    widened w_in[MAX_IO], w_out[MAX_IO];
+    memset(w_in, 0, sizeof w_in);
+    memset(w_out, 0, sizeof w_out);
+    ag_status st = AG_OK;
+    for (int i = 0; i < n_in && st == AG_OK; i++) {
+        win[i] = in[i];
+        if (!ag__is_low_precision(in[i].dtype)) continue;
+        st = widen(be, device, &in[i], &w_in[i]);
+        ag_kernel_tensor src = compact_source(&in[i]);
+        if (st == AG_OK)
+            st = ag__run_kernel(&convert_op, device, AG_F32, 1, &src, 1, &w_in[i].buf, NULL);
+        win[i] = w_in[i].view;
+    }
+    int same_as_input[MAX_IO]; /* in-place kernels (optimizer updates): output j is input i */
+    for (int j = 0; j < n_out; j++) same_as_input[j] = -1;
+    for (int j = 0; j < n_out && st == AG_OK; j++) {
+        wout[j] = out[j];
+        if (!ag__is_low_precision(out[j].dtype)) continue;
+        for (int i = 0; i < n_in && same_as_input[j] < 0; i++)
+            if (w_in[i].buf.data && same_view(&in[i], &out[j])) same_as_input[j] = i;
+        if (same_as_input[j] >= 0) {
+            wout[j] = win[same_as_input[j]];
+            continue;
+        }
+        st = widen(be, device, &out[j], &w_out[j]);
+        bool overlaps = false;
+        for (int i = 0; i < n_in; i++) overlaps |= in[i].data == out[j].data;
+        if (st == AG_OK && overlaps)
+            st = ag__run_kernel(&convert_op, device, AG_F32, 1, &out[j], 1, &w_out[j].buf, NULL);
+        wout[j] = w_out[j].view;
+    }
+    if (st == AG_OK) st = ag__run_kernel(op, device, AG_F32, n_in, win, n_out, wout, attrs);
+    for (int j = 0; j < n_out && st == AG_OK; j++) {
+        const widened *w = same_as_input[j] >= 0 ? &w_in[same_as_input[j]] : &w_out[j];
+        if (w->buf.data)
+            st = ag__run_kernel(&convert_op, device, out[j].dtype, 1, &w->buf, 1, &out[j], NULL);
+    }
+    for (int i = 0; i < n_in; i++)
+        if (w_in[i].buf.data) be->iface.free(device.index, w_in[i].buf.data, w_in[i].bytes);
+    for (int j = 0; j < n_out; j++)
+        if (w_out[j].buf.data) be->iface.free(device.index, w_out[j].buf.data, w_out[j].bytes);
+    return st;
+}
+
 ag_status ag__run_kernel(ag_op_def *op, ag_device device, ag_dtype key, int n_in,
                          const ag_kernel_tensor *in, int n_out, const ag_kernel_tensor *out,
                          const ag_attrs *attrs) {
     const ag_backend *be = ag__backend(device.backend);
+    const uint32_t key_bit = 1u << key;
+    if (__atomic_load_n(&op->via_float32[device.backend], __ATOMIC_ACQUIRE) & key_bit)
+        return run_in_float32(op, device, key, n_in, in, n_out, out, attrs);
     ag_kernel_fn fn = __atomic_load_n(&op->kernel_cache[device.backend][key], __ATOMIC_ACQUIRE);
     if (!fn && op->host_kernel) {
         /* A plugin's cpu kernel runs on any backend whose buffers are host memory. */
@@ -140,6 +253,12 @@ ag_status ag__run_kernel(ag_op_def *op, ag_device device, ag_dtype key, int n_in
     }
     if (!fn) {
         ag_status st = be->iface.get_kernel(op->kernel, key, &fn);
+        /* No 16-bit kernel: compute in float32 (the copy kernel itself must exist). */
+        if ((st != AG_OK || !fn) && ag__is_low_precision(key) && op->kernel &&
+            strcmp(op->kernel, "copy") != 0) {
+            __atomic_fetch_or(&op->via_float32[device.backend], key_bit, __ATOMIC_RELEASE);
+            return run_in_float32(op, device, key, n_in, in, n_out, out, attrs);
+        }
         if (st != AG_OK || !fn)
             return ag__error(st == AG_OK ? AG_ERR_UNSUPPORTED : st,
                              "%s: backend '%s' has no kernel '%s' for %s: %s", op->name,
@@ -309,6 +428,9 @@ ag_status ag__dispatch(ag_op_def *op, int n_inputs, ag_tensor *const *inputs, co
                              op->name, ag__describe(inputs[0], a, sizeof a), i,
                              ag__describe(inputs[i], b, sizeof b));
         }
+    if (ag__autocast_state.enabled && op->flags & (AG_OPF_AUTOCAST_LOW | AG_OPF_AUTOCAST_F32) &&
+        ag__autocast_wanted(op, n_inputs, inputs))
+        return ag__autocast_dispatch(op, n_inputs, inputs, attrs, n_outputs, outputs);
     uint64_t traced = ag__trace_begin();
     ag_op_ctx ctx = {op, n_inputs, inputs, attrs ? attrs : &no_attrs, n_outputs, outputs};
     ag_status st = op->forward(&ctx);

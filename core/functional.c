@@ -272,6 +272,24 @@ static ag_status second_order_setup(const char *who, ag_tensor_fn fn, int n_inpu
     return st == AG_OK ? check_vectors(who, "input", n_inputs, v, inputs) : st;
 }
 
+/* Shared end of hvp and vhp: results[0] is f, results[1..] the products (zeros, or the
+ * strict error, where one is missing); hands them out as output and products. */
+static ag_status second_order_finish(const char *who, ag_scope *scope, ag_status st,
+                                     const ag_functional_options *o, int n_inputs,
+                                     ag_tensor *const *inputs, ag_tensor **results,
+                                     ag_tensor **output, ag_tensor **products) {
+    for (int i = 0; i < n_inputs && st == AG_OK; i++)
+        st = zeros_unless_strict(who, o->strict,
+                                 "the gradient of the user-provided function is independent of "
+                                 "input",
+                                 i, inputs[i], &results[1 + i]);
+    if (!output) results[0] = NULL;
+    st = hand_out(scope, st, o->create_graph, 1 + n_inputs, results);
+    if (output) *output = results[0];
+    for (int i = 0; i < n_inputs; i++) products[i] = results[1 + i];
+    return st;
+}
+
 ag_status ag_hvp(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *inputs,
                  ag_tensor *const *v, const ag_functional_options *options, ag_tensor **output,
                  ag_tensor **hvps) {
@@ -296,17 +314,8 @@ ag_status ag_hvp(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *in
     if (st == AG_OK && directional && directional->requires_grad)
         st = ag_grad(1, &directional, n_inputs, x, NULL, o->create_graph, o->create_graph, true,
                      results + 1);
-    for (int i = 0; i < n_inputs && st == AG_OK; i++)
-        st = zeros_unless_strict("hvp", o->strict,
-                                 "the gradient of the user-provided function is independent of "
-                                 "input",
-                                 i, inputs[i], &results[1 + i]);
     ag_set_grad_enabled(prev);
-    if (!output) results[0] = NULL;
-    st = hand_out(scope, st, o->create_graph, 1 + n_inputs, results);
-    if (output) *output = results[0];
-    for (int i = 0; i < n_inputs; i++) hvps[i] = results[1 + i];
-    return st;
+    return second_order_finish("hvp", scope, st, o, n_inputs, inputs, results, output, hvps);
 }
 
 ag_status ag_vhp(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *inputs,
@@ -336,17 +345,8 @@ ag_status ag_vhp(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *const *in
     if (st == AG_OK && n_diff)
         st = ag_grad(n_diff, diff, n_inputs, x, weights, o->create_graph, o->create_graph, true,
                      results + 1);
-    for (int i = 0; i < n_inputs && st == AG_OK; i++)
-        st = zeros_unless_strict("vhp", o->strict,
-                                 "the gradient of the user-provided function is independent of "
-                                 "input",
-                                 i, inputs[i], &results[1 + i]);
     ag_set_grad_enabled(prev);
-    if (!output) results[0] = NULL;
-    st = hand_out(scope, st, o->create_graph, 1 + n_inputs, results);
-    if (output) *output = results[0];
-    for (int i = 0; i < n_inputs; i++) vhps[i] = results[1 + i];
-    return st;
+    return second_order_finish("vhp", scope, st, o, n_inputs, inputs, results, output, vhps);
 }
 
 /* ---- jacobian and hessian ---- */

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include "ag/ag.h"
 #include "ag/backend.h"
+#include "ag/half.h"
 
 /* Most backends one process can load at once. */
 #define AG_MAX_BACKENDS 8
@@ -176,6 +177,9 @@ typedef struct ag_jvp_ctx {
 enum {
     AG_OPF_NONDIFF = 1u << 0, /* outputs never require grad (comparisons, argmax) */
     AG_OPF_VIEW = 1u << 1,    /* outputs share storage with input 0 */
+    /* Autocast (core/autocast.c): run in the region's 16-bit dtype, or in float32. */
+    AG_OPF_AUTOCAST_LOW = 1u << 2,
+    AG_OPF_AUTOCAST_F32 = 1u << 3,
 };
 /* save_inputs value that saves every input (variadic ops). */
 #define AG_SAVE_ALL 0xffffffffu
@@ -208,6 +212,8 @@ struct ag_op_def {
     /* Filled by the registry: */
     int id;                                                     /* registry index */
     ag_kernel_fn kernel_cache[AG_MAX_BACKENDS][AG_DTYPE_COUNT]; /* resolved kernels */
+    /* Bit d: backend b has no kernel for 16-bit dtype d, the float32 one runs instead. */
+    uint32_t via_float32[AG_MAX_BACKENDS];
 };
 
 /* Registers an op (idempotent for the same pointer); error for a duplicate name. */
@@ -339,8 +345,19 @@ ag_tensor *ag__from_host(ag_dtype dtype, int ndim, const int64_t *shape, const v
                          ag_device device);
 /* 0-dim tensor with value on device (registered in scope). */
 ag_tensor *ag__scalar_on(ag_dtype dtype, double value, ag_device device);
-/* Type promotion of two dtypes (int64 < float32 < float64). */
+/* Type promotion of two dtypes: int64 < float16, bfloat16 < float32 < float64, and float16
+ * with bfloat16 gives float32 (as PyTorch). */
 ag_dtype ag__promote(ag_dtype a, ag_dtype b);
+/* Whether dtype is a floating point one (float32, float64, float16, bfloat16). */
+static inline bool ag__is_float(ag_dtype dtype) {
+    return dtype == AG_F32 || dtype == AG_F64 || dtype == AG_F16 || dtype == AG_BF16;
+}
+/* Whether dtype is float16 or bfloat16 (stored in 16 bits, computed in float32). */
+static inline bool ag__is_low_precision(ag_dtype dtype) {
+    return dtype == AG_F16 || dtype == AG_BF16;
+}
+/* Element i of host data of dtype as a double (16-bit floats converted exactly). */
+double ag__host_value(ag_dtype dtype, const void *data, int64_t i);
 
 /* Closes this thread's scopes and frees the spare ones (process end). */
 void ag__scopes_shutdown(void);
@@ -362,6 +379,16 @@ ag_origin *ag__anomaly_origin(void);
  * called from:" and the backtrace without ag's own frames) if a gradient in grads (one per
  * input of n, NULL entries skipped) holds a NaN or an Inf; AG_OK otherwise. */
 ag_status ag__anomaly_check(const ag_node *n, ag_tensor *const *grads);
+
+/* ---- autocast (core/autocast.c) ---- */
+
+/* This thread's autocast region (disabled outside one). */
+extern _Thread_local ag_autocast ag__autocast_state;
+/* Whether autocast must convert some input of op (inputs not NULL). */
+bool ag__autocast_wanted(const ag_op_def *op, int n_inputs, ag_tensor *const *inputs);
+/* ag__dispatch of op on its inputs converted to the dtype autocast picks for it. */
+ag_status ag__autocast_dispatch(ag_op_def *op, int n_inputs, ag_tensor *const *inputs,
+                                const ag_attrs *attrs, int n_outputs, ag_tensor **outputs);
 
 /* ---- forward-mode AD (core/forward_ad.c) ---- */
 

@@ -8,7 +8,7 @@ static void print_element(FILE *f, ag_dtype dtype, const void *data, int64_t i) 
         fprintf(f, "%lld", (long long)((const int64_t *)data)[i]);
         return;
     }
-    double v = dtype == AG_F32 ? ((const float *)data)[i] : ((const double *)data)[i];
+    double v = ag__host_value(dtype, data, i);
     if (isnan(v))
         fputs("nan", f); /* printf writes "-nan" for a NaN with the sign bit set */
     else

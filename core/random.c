@@ -72,9 +72,29 @@ static void uniform01(ag_generator *g, double *out, int64_t n) {
 
 typedef enum { DIST_UNIFORM, DIST_NORMAL } distribution;
 
+/* The next 16-bit float value toward -infinity (sign and magnitude bits, as both formats). */
+static uint16_t step_down16(uint16_t h) {
+    if (h == 0) return 0x8001; /* +0: the smallest negative value */
+    return h & 0x8000 ? (uint16_t)(h + 1) : (uint16_t)(h - 1);
+}
+
+/* v as it will be stored in dtype, or the largest value of dtype below the excluded upper
+ * bound b when rounding reaches it. */
+static double below_bound(ag_dtype dtype, double v, double b) {
+    if (dtype == AG_F32) return (float)v >= (float)b ? nextafterf((float)b, -INFINITY) : v;
+    if (dtype == AG_F64) return v;
+    const bool half = dtype == AG_F16;
+    uint16_t h = half ? ag_f32_to_f16((float)v) : ag_f32_to_bf16((float)v);
+    for (;;) {
+        double stored = half ? ag_f16_to_f32(h) : ag_bf16_to_f32(h);
+        if (stored < b) return stored;
+        h = step_down16(h);
+    }
+}
+
 static ag_tensor *sample(ag_generator *gen, ag_dtype dtype, int ndim, const int64_t *shape,
                          distribution dist, double a, double b) {
-    if (dtype != AG_F32 && dtype != AG_F64) {
+    if (!ag__is_float(dtype)) {
         ag__error(AG_ERR_DTYPE, "random sampling needs a float dtype, got %s",
                   ag_dtype_name(dtype));
         return NULL;
@@ -101,9 +121,8 @@ static ag_tensor *sample(ag_generator *gen, ag_dtype dtype, int ndim, const int6
     for (int64_t i = 0; i < n; i++) {
         if (dist == DIST_UNIFORM) {
             v[i] = a + (b - a) * v[i];
-            /* Rounding to float32 must not reach the excluded upper bound. */
-            if (dtype == AG_F32 && b > a && (float)v[i] >= (float)b)
-                v[i] = nextafterf((float)b, (float)a);
+            /* Rounding to the dtype must not reach the excluded upper bound. */
+            if (b > a) v[i] = below_bound(dtype, v[i], b);
             continue;
         }
         /* Box-Muller on pairs; 1 - u keeps the log argument in (0, 1]. */

@@ -138,8 +138,9 @@ static ag_tensor *tensor_struct_new(ag_dtype dtype, int ndim, const int64_t *sha
 
 static ag_status check_geometry(ag_dtype dtype, int ndim, const int64_t *shape) {
     if (ag_dtype_size(dtype) == 0)
-        return ag__error(AG_ERR_DTYPE, "dtype %s (%d) has no storage yet", ag_dtype_name(dtype),
-                         (int)dtype);
+        return ag__error(AG_ERR_DTYPE,
+                         "dtype %s (%d): expected float32, float64, int64, float16 or bfloat16",
+                         ag_dtype_name(dtype), (int)dtype);
     if (ndim < 0 || ndim > AG_MAX_DIMS)
         return ag__error(AG_ERR_SHAPE, "a tensor has 0..%d dims, got %d", AG_MAX_DIMS, ndim);
     if (ndim && !shape) return ag__error(AG_ERR_INVALID_ARG, "shape is NULL for %d dims", ndim);
@@ -363,20 +364,33 @@ ag_status ag_item(const ag_tensor *t, double *value) {
             AG_ERR_SHAPE, "a Tensor with %lld elements cannot be converted to Scalar (shape %s)",
             (long long)t->numel, ag__shape_fmt(shape, sizeof shape, t->ndim, t->shape));
     }
-    union {
-        float f;
-        double d;
-        int64_t i;
-    } v;
-    ag_status st = ag_to_host(t, &v, sizeof v);
+    unsigned char bytes[8];
+    ag_status st = ag_to_host(t, bytes, ag_dtype_size(t->dtype));
     if (st != AG_OK) return st;
-    *value = t->dtype == AG_F32 ? v.f : t->dtype == AG_F64 ? v.d : (double)v.i;
+    *value = ag__host_value(t->dtype, bytes, 0);
     return AG_OK;
+}
+
+double ag__host_value(ag_dtype dtype, const void *data, int64_t i) {
+    switch (dtype) {
+    case AG_F32:
+        return ((const float *)data)[i];
+    case AG_F64:
+        return ((const double *)data)[i];
+    case AG_F16:
+        return ag_f16_to_f32(((const uint16_t *)data)[i]);
+    case AG_BF16:
+        return ag_bf16_to_f32(((const uint16_t *)data)[i]);
+    default:
+        return (double)((const int64_t *)data)[i];
+    }
 }
 
 ag_dtype ag__promote(ag_dtype a, ag_dtype b) {
     if (a == b) return a;
     if (a == AG_F64 || b == AG_F64) return AG_F64;
     if (a == AG_F32 || b == AG_F32) return AG_F32;
-    return a;
+    /* float16 with bfloat16: neither holds the other's values, float32 holds both. */
+    if (ag__is_low_precision(a) && ag__is_low_precision(b)) return AG_F32;
+    return a == AG_I64 ? b : a;
 }

@@ -1,4 +1,5 @@
-/* Checkpoints: a model's parameters under their state-dict names ("0.weight") and an
+/* Checkpoints: a model's parameters and buffers (running statistics) under their
+ * state-dict names ("0.weight", "1.running_mean") and an
  * optimizer's state under "optimizer.<name>", in one safetensors file. Loading is strict
  * like PyTorch's load_state_dict: every parameter present with its shape and dtype, no
  * unknown entries, and nothing is changed unless everything checks out. */
@@ -9,15 +10,19 @@
 
 #define OPT_PREFIX "optimizer."
 
-/* A module's named parameters (malloc'd array with room for `extra` more entries; names
- * and tensors borrowed) into *out. */
+/* A module's state-dict entries, its named parameters then its buffers (malloc'd array
+ * with room for `extra` more entries; names and tensors borrowed) into *out. Below,
+ * "parameters" means both: a buffer is saved, checked and loaded like a parameter. */
 static ag_status model_params(const ag_module *model, int extra, int *n, ag_named_tensor **out) {
     *out = NULL;
-    *n = ag_module_parameters(model, NULL, 0);
-    if (*n < 0) return ag_last_status();
+    const int n_params = ag_module_parameters(model, NULL, 0);
+    const int n_buffers = ag_module_buffers(model, NULL, 0);
+    if (n_params < 0 || n_buffers < 0) return ag_last_status();
+    *n = n_params + n_buffers;
     *out = malloc((size_t)(*n + extra + 1) * sizeof **out);
     if (!*out) return ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory listing parameters");
-    ag_module_parameters(model, *out, *n);
+    ag_module_parameters(model, *out, n_params);
+    ag_module_buffers(model, *out + n_params, n_buffers);
     return AG_OK;
 }
 

@@ -55,6 +55,38 @@ ag_tensor *ag__module_add_parameter(ag_module *m, const char *name, ag_tensor *t
     return t;
 }
 
+/* Grows m->buffers to hold `extra` more entries. */
+static ag_status reserve_buffers(ag_module *m, int extra) {
+    if (m->n_buffers + extra <= m->buffers_cap) return AG_OK;
+    int cap = m->n_buffers + extra > 2 * m->buffers_cap ? m->n_buffers + extra : 2 * m->buffers_cap;
+    ag_named_tensor *b = realloc(m->buffers, (size_t)cap * sizeof *b);
+    if (!b)
+        return ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory for buffers", m->kind->name);
+    m->buffers = b;
+    m->buffers_cap = cap;
+    return AG_OK;
+}
+
+ag_tensor *ag__module_add_buffer(ag_module *m, const char *name, ag_tensor *t) {
+    if (!t) {
+        ag__error_if_none(AG_ERR_INVALID_ARG, "%s: buffer '%s' is NULL", m->kind->name, name);
+        return NULL;
+    }
+    if (reserve_buffers(m, 1) != AG_OK) return NULL;
+    char *copy = strdup(name);
+    if (!copy) {
+        ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory for buffer names", m->kind->name);
+        return NULL;
+    }
+    memmove(&m->buffers[m->n_own_buffers + 1], &m->buffers[m->n_own_buffers],
+            (size_t)(m->n_buffers - m->n_own_buffers) * sizeof *m->buffers);
+    m->buffers[m->n_own_buffers].name = copy;
+    m->buffers[m->n_own_buffers].tensor = ag_keep(t);
+    m->n_own_buffers++;
+    m->n_buffers++;
+    return t;
+}
+
 /* "<index>.<name>" in a new string; NULL if out of memory. */
 static char *child_param_name(int index, const char *name) {
     int len = snprintf(NULL, 0, "%d.%s", index, name);
@@ -89,17 +121,32 @@ ag_status ag__module_add_children(ag_module *m, int n, ag_module *const *childre
                          "n > 0)",
                          m->kind->name, n, children ? "non-NULL" : "NULL");
     if (n == 0) return AG_OK; /* realloc to 0 bytes may free */
-    int extra = 0;
+    int extra = 0, extra_buffers = 0;
     for (int i = 0; i < n; i++) {
         ag_status st = check_child(m, i, children);
         if (st != AG_OK) return st;
         extra += children[i]->n_params;
+        extra_buffers += children[i]->n_buffers;
     }
     ag_module **kids = realloc(m->children, (size_t)(m->n_children + n) * sizeof *kids);
     if (kids) m->children = kids;
-    if (!kids || reserve_params(m, extra) != AG_OK)
+    if (!kids || reserve_params(m, extra) != AG_OK || reserve_buffers(m, extra_buffers) != AG_OK)
         return ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory for children",
                          m->kind->name);
+    /* Buffer names first, into the unused tail of buffers, undone if anything fails. */
+    int made_buffers = 0;
+    for (int i = 0; i < n; i++) {
+        const ag_module *c = children[i];
+        for (int k = 0; k < c->n_buffers; k++, made_buffers++) {
+            char *name = child_param_name(m->n_children + i, c->buffers[k].name);
+            if (!name) {
+                while (made_buffers--) free((char *)m->buffers[m->n_buffers + made_buffers].name);
+                return ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory for names",
+                                 m->kind->name);
+            }
+            m->buffers[m->n_buffers + made_buffers] = (ag_named_tensor){name, c->buffers[k].tensor};
+        }
+    }
     /* Names go into the unused tail of params first, so a failure leaves m as it was. */
     int made = 0;
     for (int i = 0; i < n; i++) {
@@ -108,6 +155,7 @@ ag_status ag__module_add_children(ag_module *m, int n, ag_module *const *childre
             char *name = child_param_name(m->n_children + i, c->params[k].name);
             if (!name) {
                 while (made--) free((char *)m->params[m->n_params + made].name);
+                while (made_buffers--) free((char *)m->buffers[m->n_buffers + made_buffers].name);
                 return ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory for names",
                                  m->kind->name);
             }
@@ -119,6 +167,7 @@ ag_status ag__module_add_children(ag_module *m, int n, ag_module *const *childre
         m->children[m->n_children++] = children[i];
     }
     m->n_params += made;
+    m->n_buffers += made_buffers;
     return AG_OK;
 }
 
@@ -130,8 +179,13 @@ static void module_destroy(ag_module *m) {
         free((char *)m->params[i].name);
         if (i < m->n_own) ag_release(m->params[i].tensor);
     }
+    for (int i = 0; i < m->n_buffers; i++) {
+        free((char *)m->buffers[i].name);
+        if (i < m->n_own_buffers) ag_release(m->buffers[i].tensor);
+    }
     free(m->children);
     free(m->params);
+    free(m->buffers);
     free(m->hooks);
     free(m);
 }
@@ -241,6 +295,17 @@ int ag_module_parameters(const ag_module *m, ag_named_tensor *out, int capacity)
     int n = capacity < m->n_params ? capacity : m->n_params;
     if (n) memcpy(out, m->params, (size_t)n * sizeof *out);
     return m->n_params;
+}
+
+int ag_module_buffers(const ag_module *m, ag_named_tensor *out, int capacity) {
+    if (!m || capacity < 0 || (capacity > 0 && !out)) {
+        ag__error(AG_ERR_INVALID_ARG, "ag_module_buffers: %s",
+                  !m ? "the module is NULL" : "capacity < 0, or out NULL with capacity > 0");
+        return -1;
+    }
+    int n = capacity < m->n_buffers ? capacity : m->n_buffers;
+    if (n) memcpy(out, m->buffers, (size_t)n * sizeof *out);
+    return m->n_buffers;
 }
 
 ag_module *ag_module_child(const ag_module *m, int i) {

@@ -40,6 +40,10 @@ struct ag_module {
     /* Subtree parameters with full names (malloc'd), own first, then each child's in
      * order, prefixed "<index>."; own entries hold a reference, the others borrow it. */
     ag_named_tensor *params;
+    /* Buffers (running statistics: state that is saved but not trained), kept like params:
+     * own first (holding a reference), then the children's with prefixed names. */
+    int n_own_buffers, n_buffers, buffers_cap;
+    ag_named_tensor *buffers;
     int n_children;         /* children, named "0", "1", ... */
     ag_module **children;   /* owned */
     int n_hooks, hooks_cap; /* forward pre-hooks and hooks, in registration order */
@@ -56,6 +60,10 @@ void *ag__module_alloc(const ag__module_kind *kind, size_t size);
  * pending error is kept) parameter `name` of m: requires grad, m keeps a reference. Call it
  * before adding children. Returns t (borrowed from m), NULL on error. */
 ag_tensor *ag__module_add_parameter(ag_module *m, const char *name, ag_tensor *t);
+/* Makes t (a tensor held by an open scope, or NULL after a failed creation) buffer `name`
+ * of m: saved in checkpoints, never trained; m keeps a reference. Call it before adding
+ * children. Returns t (borrowed from m), NULL on error. */
+ag_tensor *ag__module_add_buffer(ag_module *m, const char *name, ag_tensor *t);
 /* Makes children[0..n) children of m, named by index, all or none: on error (a NULL child,
  * one owned by a container or listed twice) m and the children are unchanged. */
 ag_status ag__module_add_children(ag_module *m, int n, ag_module *const *children);

@@ -172,22 +172,23 @@ static ag_status minimum_jvp(ag_jvp_ctx *ctx) {
     return extreme_jvp(ctx, false);
 }
 
-#define BINARY_DEF(var, op_name, bw, fw, saves)                                                    \
+#define BINARY_DEF(var, op_name, bw, fw, saves, fl)                                                \
     static ag_op_def var = {.name = op_name,                                                       \
                             .kernel = op_name,                                                     \
                             .n_inputs = 2,                                                         \
                             .n_outputs = 1,                                                        \
+                            .flags = fl,                                                           \
                             .save_inputs = saves,                                                  \
                             .forward = ag__forward_elementwise,                                    \
                             .backward = bw,                                                        \
                             .jvp = fw}
-BINARY_DEF(op_add, "add", add_backward, add_jvp, 0);
-BINARY_DEF(op_sub, "sub", sub_backward, sub_jvp, 0);
-BINARY_DEF(op_mul, "mul", mul_backward, mul_jvp, 3);
-BINARY_DEF(op_div, "div", div_backward, div_jvp, 3);
-BINARY_DEF(op_pow, "pow", pow_backward, pow_jvp, 3);
-BINARY_DEF(op_maximum, "maximum", maximum_backward, maximum_jvp, 3);
-BINARY_DEF(op_minimum, "minimum", minimum_backward, minimum_jvp, 3);
+BINARY_DEF(op_add, "add", add_backward, add_jvp, 0, 0);
+BINARY_DEF(op_sub, "sub", sub_backward, sub_jvp, 0, 0);
+BINARY_DEF(op_mul, "mul", mul_backward, mul_jvp, 3, 0);
+BINARY_DEF(op_div, "div", div_backward, div_jvp, 3, 0);
+BINARY_DEF(op_pow, "pow", pow_backward, pow_jvp, 3, AG_OPF_AUTOCAST_F32);
+BINARY_DEF(op_maximum, "maximum", maximum_backward, maximum_jvp, 3, 0);
+BINARY_DEF(op_minimum, "minimum", minimum_backward, minimum_jvp, 3, 0);
 
 #define COMPARE_DEF(var, op_name)                                                                  \
     static ag_op_def var = {.name = op_name,                                                       \
@@ -369,38 +370,40 @@ static ag_op_def op_neg = {.name = "neg",
                            .forward = ag__forward_elementwise,
                            .backward = neg_backward,
                            .jvp = ag__jvp_linear};
-#define UNARY_DEF(var, op_name, deriv)                                                             \
+#define UNARY_DEF(var, op_name, deriv, fl)                                                         \
     static ag_op_def var = {.name = op_name,                                                       \
                             .kernel = op_name,                                                     \
                             .n_inputs = 1,                                                         \
                             .n_outputs = 1,                                                        \
+                            .flags = fl,                                                           \
                             .save_inputs = 1,                                                      \
                             .forward = ag__forward_elementwise,                                    \
                             .backward = unary_backward,                                            \
                             .jvp = ag__jvp_elementwise,                                            \
                             .derivative = deriv}
-UNARY_DEF(op_exp, "exp", exp_derivative);
+UNARY_DEF(op_exp, "exp", exp_derivative, AG_OPF_AUTOCAST_F32);
 static ag_op_def op_log = {.name = "log",
                            .kernel = "log",
                            .n_inputs = 1,
                            .n_outputs = 1,
+                           .flags = AG_OPF_AUTOCAST_F32,
                            .save_inputs = 1,
                            .forward = ag__forward_elementwise,
                            .backward = log_backward,
                            .jvp = log_jvp};
-UNARY_DEF(op_sqrt, "sqrt", sqrt_derivative);
-UNARY_DEF(op_rsqrt, "rsqrt", rsqrt_derivative);
-UNARY_DEF(op_abs, "abs", abs_derivative);
-UNARY_DEF(op_sin, "sin", sin_derivative);
-UNARY_DEF(op_cos, "cos", cos_derivative);
-UNARY_DEF(op_tanh, "tanh", tanh_derivative);
-UNARY_DEF(op_erf, "erf", erf_derivative);
-UNARY_DEF(op_sigmoid, "sigmoid", sigmoid_derivative);
-UNARY_DEF(op_relu, "relu", relu_derivative);
-UNARY_DEF(op_silu, "silu", silu_derivative);
-UNARY_DEF(op_gelu, "gelu", gelu_derivative);
-UNARY_DEF(op_pow_scalar, "pow_scalar", pow_scalar_derivative);
-UNARY_DEF(op_clamp, "clamp", clamp_derivative);
+UNARY_DEF(op_sqrt, "sqrt", sqrt_derivative, 0);
+UNARY_DEF(op_rsqrt, "rsqrt", rsqrt_derivative, AG_OPF_AUTOCAST_F32);
+UNARY_DEF(op_abs, "abs", abs_derivative, 0);
+UNARY_DEF(op_sin, "sin", sin_derivative, 0);
+UNARY_DEF(op_cos, "cos", cos_derivative, 0);
+UNARY_DEF(op_tanh, "tanh", tanh_derivative, 0);
+UNARY_DEF(op_erf, "erf", erf_derivative, 0);
+UNARY_DEF(op_sigmoid, "sigmoid", sigmoid_derivative, 0);
+UNARY_DEF(op_relu, "relu", relu_derivative, 0);
+UNARY_DEF(op_silu, "silu", silu_derivative, 0);
+UNARY_DEF(op_gelu, "gelu", gelu_derivative, 0);
+UNARY_DEF(op_pow_scalar, "pow_scalar", pow_scalar_derivative, AG_OPF_AUTOCAST_F32);
+UNARY_DEF(op_clamp, "clamp", clamp_derivative, 0);
 static ag_op_def op_sign = {.name = "sign",
                             .kernel = "sign",
                             .n_inputs = 1,
@@ -541,7 +544,7 @@ ag_tensor *ag_clone(ag_tensor *a) {
 ag_tensor *ag_to_dtype(ag_tensor *a, ag_dtype dtype) {
     if (a && a->dtype == dtype) return ag__scope_adopt(ag_retain(a));
     if (a && ag_dtype_size(dtype) == 0) {
-        ag__error(AG_ERR_DTYPE, "to_dtype: cannot convert %s to %s (no storage for it yet)",
+        ag__error(AG_ERR_DTYPE, "to_dtype: cannot convert %s to %s (not a dtype)",
                   ag_dtype_name(a->dtype), ag_dtype_name(dtype));
         return NULL;
     }

@@ -24,14 +24,9 @@ static bool have(const char *op, int n, ag_tensor *const *tensors) {
     return true;
 }
 
-/* Whether dtype is float32 or float64. */
-static bool is_float_dtype(ag_dtype dtype) {
-    return dtype == AG_F32 || dtype == AG_F64;
-}
-
-/* False (with an error) unless t is float32 or float64; role names t in the message. */
+/* False (with an error) unless t is a floating point tensor; role names t in the message. */
 static bool is_float(const char *op, const ag_tensor *t, const char *role) {
-    if (t->dtype == AG_F32 || t->dtype == AG_F64) return true;
+    if (ag__is_float(t->dtype)) return true;
     char d[192];
     ag__error(AG_ERR_DTYPE, "%s: expected a floating point %s, got %s", op, role,
               ag__describe(t, d, sizeof d));
@@ -137,6 +132,7 @@ static ag_status linear_jvp(ag_jvp_ctx *ctx) {
 static ag_op_def op_linear = {.name = "linear",
                               .n_inputs = -1,
                               .n_outputs = 1,
+                              .flags = AG_OPF_AUTOCAST_LOW,
                               .save_inputs = 3, /* x and weight */
                               .forward = linear_forward,
                               .backward = linear_backward,
@@ -163,7 +159,7 @@ ag_tensor *ag_linear(ag_tensor *x, ag_tensor *weight, ag_tensor *bias) {
     }
     /* The fused op takes 2-d and batched float inputs of one dtype; a 1-d x and mixed or
      * integer dtypes take the composite path, with matmul's promotion rules. */
-    const bool fused = x->ndim >= 2 && is_float_dtype(x->dtype) && weight->dtype == x->dtype &&
+    const bool fused = x->ndim >= 2 && ag__is_float(x->dtype) && weight->dtype == x->dtype &&
                        (!bias || bias->dtype == x->dtype);
     if (fused) {
         ag_tensor *in[3] = {x, weight, bias};
@@ -254,6 +250,7 @@ static ag_op_def op_layer_norm = {.name = "layer_norm",
                                   .kernel = "layer_norm",
                                   .n_inputs = -1,
                                   .n_outputs = 1,
+                                  .flags = AG_OPF_AUTOCAST_F32,
                                   .save_inputs = AG_SAVE_ALL,
                                   .forward = layer_norm_forward,
                                   .backward = layer_norm_backward,
@@ -443,6 +440,7 @@ static ag_op_def op_cross_entropy = {.name = "cross_entropy",
                                      .kernel = "cross_entropy",
                                      .n_inputs = 2,
                                      .n_outputs = 1,
+                                     .flags = AG_OPF_AUTOCAST_F32,
                                      .save_inputs = 3,
                                      .nondiff_inputs = 2,
                                      .forward = cross_entropy_forward,

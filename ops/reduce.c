@@ -98,6 +98,7 @@ static ag_op_def op_sum = {.name = "sum",
                            .kernel = "sum",
                            .n_inputs = 1,
                            .n_outputs = 1,
+                           .flags = AG_OPF_AUTOCAST_F32,
                            .forward = ag__forward_reduce,
                            .backward = sum_backward,
                            .jvp = ag__jvp_linear};

@@ -147,7 +147,7 @@ static ag_status check_param(const char *fn, const ag_named_tensor *params, int 
                          "%s: can't optimize a non-leaf Tensor: parameter %d ('%s') was made by "
                          "%s",
                          fn, i, name, ag_grad_fn_name(t));
-    if (t->dtype != AG_F32 && t->dtype != AG_F64)
+    if (!ag__is_float(t->dtype))
         return ag__error(AG_ERR_DTYPE,
                          "%s: parameter %d ('%s') is %s; optimizers update floating-point "
                          "parameters only",
@@ -418,6 +418,16 @@ ag_status ag_optimizer_zero_grad(ag_optimizer *opt, bool set_to_none) {
 }
 
 /* ---- state ---- */
+
+int ag_optimizer_parameters(const ag_optimizer *opt, ag_named_tensor *out, int capacity) {
+    if (!opt) {
+        ag__error_if_none(AG_ERR_INVALID_ARG, "ag_optimizer_parameters: optimizer is NULL");
+        return -1;
+    }
+    for (int i = 0; i < opt->n && out && i < capacity; i++)
+        out[i] = (ag_named_tensor){opt->params[i].name, opt->params[i].param};
+    return opt->n;
+}
 
 int ag_optimizer_state(const ag_optimizer *opt, ag_named_tensor *out, int capacity) {
     if (!opt) {

@@ -365,6 +365,27 @@ START_TEST(all_ops) {
     expect_cells("add", "cpu:0", "f32 [17,33]T, [33]", "OK|OK|OK");
     ck_assert_ptr_null(strstr(out, "by a 0-dim")); /* add's second recipe */
     expect_text(" 0 failed, 0 not supported");
+    /* The composite functions (conv2d, ...) have a table of their own: forward, backward. */
+    expect_cells("conv2d", "cpu:0", "f32 [2,4,5,6], [4,2,3,2], [4] (groups 2", "OK|OK");
+    ck_assert_ptr_null(strstr(out, "no padding, no bias")); /* conv2d's second sample */
+    /* Every float dtype: 16-bit rows run in float32 through conversions. */
+    expect_cells("conv2d", "cpu:0", "bf16 [2,4,5,6], [4,2,3,2], [4] (groups 2", "OK|OK");
+    expect_text("composite functions: 32 rows, 64 checks: 64 OK, 0 failed");
+}
+END_TEST
+
+/* A composite function by name, with --gradcheck: gradcheck and gradgradcheck in float64
+ * (float32 rows have none). */
+START_TEST(composite_checked) {
+    ck_assert_int_eq(run_check("", "--op batch_norm --op batch_norm --backend cpu --gradcheck"), 0);
+    expect_cells("batch_norm", "cpu:0", "f64 [3,2,3,2], [2], [2] (training, affine)",
+                 "OK|OK|OK|OK");
+    expect_cells("batch_norm", "cpu:0", "f32 [3,2,3,2]", "OK|OK|-|-");
+    expect_cells("batch_norm", "cpu:0", "f16 [3,2,3,2]", "OK|OK|-|-");
+    expect_text("composite functions: 4 rows, 16 checks: 10 OK, 0 failed, 0 not supported, "
+                "6 not applicable");
+    ck_assert_ptr_null(strstr(out, "built-in ops")); /* --op: only what is named */
+    ck_assert_ptr_null(strstr(out, "conv2d"));
 }
 END_TEST
 
@@ -382,6 +403,8 @@ START_TEST(unknown_op_lists_available) {
     expect_text("unknown op 'nosuch'");
     expect_text("swish::swish");
     expect_text("built-in ops: full_like arange add");
+    expect_text("composite functions: conv2d max_pool2d avg_pool2d batch_norm group_norm "
+                "rnn_cell gru_cell lstm_cell");
     ck_assert_int_eq(run_check(AG_SWISH_PLUGIN, "--op other::swish"), 2);
     expect_text("unknown op 'other::swish'");
     ck_assert_int_eq(run_check("", "--op swish"), 2);
@@ -406,8 +429,10 @@ START_TEST(builtin_op_checked) {
     ck_assert_int_eq(run_check(AG_SWISH_PLUGIN, "--op add --op add --backend cpu"), 0);
     expect_cells("add", "cpu:0", "f32 [17,33]T, [33]", "OK|OK|OK");
     expect_cells("add", "cpu:0", "i64 [5,7], [] (by a 0-dim)", "OK|-|OK");
-    expect_text("built-in ops: 6 rows, 18 checks: 16 OK, 0 failed, 0 not supported, "
-                "2 not applicable");
+    /* 16-bit rows run the float32 kernel through conversions: no guard check of theirs. */
+    expect_cells("add", "cpu:0", "f16 [17,33]T, [33]", "OK|OK|-");
+    expect_text("built-in ops: 10 rows, 30 checks: 24 OK, 0 failed, 0 not supported, "
+                "6 not applicable");
     ck_assert_ptr_null(strstr(out, "swish::swish")); /* --op: only the ops named */
 }
 END_TEST
@@ -522,6 +547,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, unknown_op_lists_available);
     tcase_add_test(tc, ambiguous_bare_name);
     tcase_add_test(tc, builtin_op_checked);
+    tcase_add_test(tc, composite_checked);
     tcase_add_test(tc, every_builtin_against_cpu);
     tcase_add_test(tc, bad_backend_fails);
     tcase_add_test(tc, wrong_gradient_fails);

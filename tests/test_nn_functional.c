@@ -11,18 +11,6 @@
 #include "ag/nn.h"
 #include "test_util.h"
 
-/* float64 tensor of scale * sin(a*i + b), the inputs of tests/reference/nn_functional.py. */
-static ag_tensor *pattern(int ndim, const int64_t *shape, double a, double b, double scale) {
-    const int64_t n = tu_numel(ndim, shape);
-    double *v = malloc((size_t)(n ? n : 1) * sizeof *v);
-    ck_assert_ptr_nonnull(v);
-    for (int64_t i = 0; i < n; i++) v[i] = scale * sin(a * (double)i + b);
-    ag_tensor *t = ag_from_f64(v, ndim, shape);
-    free(v);
-    ck_assert_ptr_nonnull(t);
-    return t;
-}
-
 /* int64 tensor from a literal. */
 static ag_tensor *i64(int ndim, const int64_t *shape, const int64_t *values) {
     ag_tensor *t = ag_from_i64(values, ndim, shape);
@@ -179,12 +167,12 @@ static const double EMB_GRAD_W[] = {
 /* ---- values against PyTorch ---- */
 
 START_TEST(linear_values) {
-    ag_tensor *x = pattern(2, TU_SHAPE(2, 3), 0.9, 0.1, 1);
-    ag_tensor *w = pattern(2, TU_SHAPE(4, 3), 0.5, 0.3, 1);
-    ag_tensor *b = pattern(1, TU_SHAPE(4), 1.1, 0.2, 1);
+    ag_tensor *x = tu_pattern(2, TU_SHAPE(2, 3), 0.9, 0.1, 1);
+    ag_tensor *w = tu_pattern(2, TU_SHAPE(4, 3), 0.5, 0.3, 1);
+    ag_tensor *b = tu_pattern(1, TU_SHAPE(4), 1.1, 0.2, 1);
     assert_values(ag_linear(x, w, b), 2, TU_SHAPE(2, 4), LINEAR_2D, 1e-12);
     assert_values(ag_linear(ag_select(x, 0, 0), w, b), 1, TU_SHAPE(4), LINEAR_1D, 1e-12);
-    ag_tensor *x3 = pattern(3, TU_SHAPE(2, 2, 3), 0.7, 0.4, 1);
+    ag_tensor *x3 = tu_pattern(3, TU_SHAPE(2, 2, 3), 0.7, 0.4, 1);
     assert_values(ag_linear(x3, w, NULL), 3, TU_SHAPE(2, 2, 4), LINEAR_3D_NOBIAS, 1e-12);
     ag_tensor *y32 =
         ag_linear(ag_to_dtype(x, AG_F32), ag_to_dtype(w, AG_F32), ag_to_dtype(b, AG_F32));
@@ -194,9 +182,9 @@ START_TEST(linear_values) {
 END_TEST
 
 START_TEST(layer_norm_values) {
-    ag_tensor *x = pattern(2, TU_SHAPE(3, 4), 1.3, 0.5, 2);
-    ag_tensor *w = pattern(1, TU_SHAPE(4), 0.8, 1.0, 1);
-    ag_tensor *b = pattern(1, TU_SHAPE(4), 0.6, -0.4, 1);
+    ag_tensor *x = tu_pattern(2, TU_SHAPE(3, 4), 1.3, 0.5, 2);
+    ag_tensor *w = tu_pattern(1, TU_SHAPE(4), 0.8, 1.0, 1);
+    ag_tensor *b = tu_pattern(1, TU_SHAPE(4), 0.6, -0.4, 1);
     assert_values(ag_layer_norm(x, 1, w, b, 1e-5), 2, TU_SHAPE(3, 4), LN_AFFINE, 1e-12);
     assert_values(ag_layer_norm(x, 1, NULL, NULL, 1e-5), 2, TU_SHAPE(3, 4), LN_PLAIN, 1e-12);
     assert_values(ag_layer_norm(x, 1, NULL, NULL, 0.1), 2, TU_SHAPE(3, 4), LN_EPS, 1e-12);
@@ -207,12 +195,12 @@ START_TEST(layer_norm_values) {
     ck_assert_double_le(tu_max_abs_diff(ag_layer_norm(x, 1, NULL, b, 1e-5), ag_add(plain, b)),
                         1e-12);
     /* Two normalised dims. */
-    ag_tensor *x3 = pattern(3, TU_SHAPE(2, 3, 4), 0.45, 0.2, 3);
-    ag_tensor *w2 = pattern(2, TU_SHAPE(3, 4), 0.3, 0.7, 1);
-    ag_tensor *b2 = pattern(2, TU_SHAPE(3, 4), 0.25, -1.0, 1);
+    ag_tensor *x3 = tu_pattern(3, TU_SHAPE(2, 3, 4), 0.45, 0.2, 3);
+    ag_tensor *w2 = tu_pattern(2, TU_SHAPE(3, 4), 0.3, 0.7, 1);
+    ag_tensor *b2 = tu_pattern(2, TU_SHAPE(3, 4), 0.25, -1.0, 1);
     assert_values(ag_layer_norm(x3, 2, w2, b2, 1e-5), 3, TU_SHAPE(2, 3, 4), LN_2DIMS, 1e-12);
     /* Non-contiguous input (a transpose) and weight (a column of a [4, 2] matrix). */
-    ag_tensor *xt = ag_transpose(pattern(2, TU_SHAPE(4, 3), 1.3, 0.5, 2), 0, 1);
+    ag_tensor *xt = ag_transpose(tu_pattern(2, TU_SHAPE(4, 3), 1.3, 0.5, 2), 0, 1);
     ck_assert(!ag_is_contiguous(xt));
     assert_values(ag_layer_norm(xt, 1, w, b, 1e-5), 2, TU_SHAPE(3, 4), LN_TRANSPOSED, 1e-12);
     ag_tensor *w_col = ag_select(ag_stack(2, (ag_tensor *[]){w, b}, 1), 1, 0);
@@ -234,12 +222,12 @@ START_TEST(layer_norm_values) {
 END_TEST
 
 START_TEST(layer_norm_gradients) {
-    ag_tensor *x = leaf(pattern(2, TU_SHAPE(3, 4), 1.3, 0.5, 2));
-    ag_tensor *w = leaf(pattern(1, TU_SHAPE(4), 0.8, 1.0, 1));
-    ag_tensor *b = leaf(pattern(1, TU_SHAPE(4), 0.6, -0.4, 1));
+    ag_tensor *x = leaf(tu_pattern(2, TU_SHAPE(3, 4), 1.3, 0.5, 2));
+    ag_tensor *w = leaf(tu_pattern(1, TU_SHAPE(4), 0.8, 1.0, 1));
+    ag_tensor *b = leaf(tu_pattern(1, TU_SHAPE(4), 0.6, -0.4, 1));
     ag_tensor *y = ag_layer_norm(x, 1, w, b, 1e-5);
     ck_assert_str_eq(ag_grad_fn_name(y), "layer_norm");
-    ag_tensor *r = pattern(2, TU_SHAPE(3, 4), 0.37, 0.9, 1);
+    ag_tensor *r = tu_pattern(2, TU_SHAPE(3, 4), 0.37, 0.9, 1);
     ck_assert_int_eq(ag_backward(ag_sum(ag_mul(y, r), 0, NULL, false), NULL), AG_OK);
     assert_values(ag_tensor_grad(x), 2, TU_SHAPE(3, 4), LN_GRAD_X, 1e-12);
     assert_values(ag_tensor_grad(w), 1, TU_SHAPE(4), LN_GRAD_W, 1e-12);
@@ -254,7 +242,7 @@ START_TEST(layer_norm_gradients) {
 END_TEST
 
 START_TEST(cross_entropy_values) {
-    ag_tensor *logits = pattern(2, TU_SHAPE(4, 5), 0.77, 0.3, 2);
+    ag_tensor *logits = tu_pattern(2, TU_SHAPE(4, 5), 0.77, 0.3, 2);
     ag_tensor *target = i64(1, TU_SHAPE(4), (int64_t[]){1, 0, 4, 2});
     ag_cross_entropy_options o = ag_cross_entropy_defaults();
     ck_assert_int_eq(o.reduction, AG_REDUCTION_MEAN);
@@ -284,7 +272,7 @@ START_TEST(cross_entropy_values) {
     ag_tensor *all_ign = i64(1, TU_SHAPE(4), (int64_t[]){-100, -100, -100, -100});
     assert_values(ag_cross_entropy(logits, all_ign, NULL), 0, NULL, CE_ALL_IGNORED, 0);
     /* [N, C, d] logits with [N, d] targets. */
-    ag_tensor *logits3 = pattern(3, TU_SHAPE(2, 3, 4), 0.61, -0.2, 1.5);
+    ag_tensor *logits3 = tu_pattern(3, TU_SHAPE(2, 3, 4), 0.61, -0.2, 1.5);
     ag_tensor *target3 = i64(2, TU_SHAPE(2, 4), (int64_t[]){0, 2, 1, 1, 2, 0, 0, 1});
     o = ce_opts(AG_REDUCTION_NONE, -100, 0);
     assert_values(ag_cross_entropy(logits3, target3, &o), 2, TU_SHAPE(2, 4), CE_NCD_NONE, 1e-12);
@@ -326,8 +314,8 @@ START_TEST(cross_entropy_values) {
 END_TEST
 
 START_TEST(cross_entropy_probabilities) {
-    ag_tensor *logits = pattern(2, TU_SHAPE(4, 5), 0.77, 0.3, 2);
-    ag_tensor *probs = ag_softmax(pattern(2, TU_SHAPE(4, 5), 0.53, 0.8, 1.2), 1);
+    ag_tensor *logits = tu_pattern(2, TU_SHAPE(4, 5), 0.77, 0.3, 2);
+    ag_tensor *probs = ag_softmax(tu_pattern(2, TU_SHAPE(4, 5), 0.53, 0.8, 1.2), 1);
     ag_cross_entropy_options o = ce_opts(AG_REDUCTION_NONE, -100, 0);
     assert_values(ag_cross_entropy(logits, probs, &o), 1, TU_SHAPE(4), CE_PROB_NONE, 1e-12);
     o.reduction = AG_REDUCTION_SUM;
@@ -342,7 +330,7 @@ START_TEST(cross_entropy_probabilities) {
 END_TEST
 
 START_TEST(cross_entropy_gradient) {
-    ag_tensor *logits = leaf(pattern(2, TU_SHAPE(4, 5), 0.77, 0.3, 2));
+    ag_tensor *logits = leaf(tu_pattern(2, TU_SHAPE(4, 5), 0.77, 0.3, 2));
     ag_tensor *target = i64(1, TU_SHAPE(4), (int64_t[]){1, -100, 4, 2});
     ag_cross_entropy_options o = ce_opts(AG_REDUCTION_MEAN, -100, 0.1);
     ag_tensor *loss = ag_cross_entropy(logits, target, &o);
@@ -353,8 +341,8 @@ START_TEST(cross_entropy_gradient) {
 END_TEST
 
 START_TEST(bce_with_logits_values) {
-    ag_tensor *x = pattern(2, TU_SHAPE(2, 3), 1.9, 0.4, 3);
-    ag_tensor *t = ag_abs(pattern(2, TU_SHAPE(2, 3), 0.8, 0.1, 1));
+    ag_tensor *x = tu_pattern(2, TU_SHAPE(2, 3), 1.9, 0.4, 3);
+    ag_tensor *t = ag_abs(tu_pattern(2, TU_SHAPE(2, 3), 0.8, 0.1, 1));
     ag_tensor *pw = ag_from_f64((double[]){0.5, 2, 3}, 1, TU_SHAPE(3));
     assert_values(ag_bce_with_logits(x, t, NULL, AG_REDUCTION_NONE), 2, TU_SHAPE(2, 3), BCE_NONE,
                   1e-12);
@@ -381,14 +369,14 @@ START_TEST(bce_with_logits_values) {
 END_TEST
 
 START_TEST(mse_loss_values) {
-    ag_tensor *a = pattern(2, TU_SHAPE(3, 4), 0.3, 0.2, 2);
-    ag_tensor *c = pattern(2, TU_SHAPE(3, 4), 0.7, 1.2, 1);
+    ag_tensor *a = tu_pattern(2, TU_SHAPE(3, 4), 0.3, 0.2, 2);
+    ag_tensor *c = tu_pattern(2, TU_SHAPE(3, 4), 0.7, 1.2, 1);
     assert_values(ag_mse_loss(a, c, AG_REDUCTION_NONE), 2, TU_SHAPE(3, 4), MSE_NONE, 1e-12);
     assert_values(ag_mse_loss(a, c, AG_REDUCTION_SUM), 0, NULL, MSE_SUM, 1e-12);
     assert_values(ag_mse_loss(a, c, AG_REDUCTION_MEAN), 0, NULL, MSE_MEAN, 1e-12);
     /* Shapes that broadcast ([3, 1] and [4]) are allowed, as in PyTorch (which warns). */
-    ag_tensor *col = pattern(2, TU_SHAPE(3, 1), 0.9, 0, 1);
-    ag_tensor *row = pattern(1, TU_SHAPE(4), 0.4, 1, 1);
+    ag_tensor *col = tu_pattern(2, TU_SHAPE(3, 1), 0.9, 0, 1);
+    ag_tensor *row = tu_pattern(1, TU_SHAPE(4), 0.4, 1, 1);
     assert_values(ag_mse_loss(col, row, AG_REDUCTION_MEAN), 0, NULL, MSE_BROADCAST_MEAN, 1e-12);
     ag_tensor *none = ag_mse_loss(col, row, AG_REDUCTION_NONE);
     ck_assert(tu_shape_is(none, 2, TU_SHAPE(3, 4), NULL, 0));
@@ -401,12 +389,12 @@ START_TEST(mse_loss_values) {
 END_TEST
 
 START_TEST(embedding_values) {
-    ag_tensor *w = leaf(pattern(2, TU_SHAPE(5, 3), 0.35, -0.6, 1));
+    ag_tensor *w = leaf(tu_pattern(2, TU_SHAPE(5, 3), 0.35, -0.6, 1));
     ag_tensor *idx = i64(2, TU_SHAPE(2, 2), (int64_t[]){4, 0, 2, 4});
     ag_tensor *y = ag_embedding(idx, w);
     assert_values(y, 3, TU_SHAPE(2, 2, 3), EMB_VALUES, 0);
     /* Row 4 is used twice: its gradient accumulates. */
-    ag_tensor *r = pattern(3, TU_SHAPE(2, 2, 3), 0.5, 0.5, 1);
+    ag_tensor *r = tu_pattern(3, TU_SHAPE(2, 2, 3), 0.5, 0.5, 1);
     ck_assert_int_eq(ag_backward(ag_sum(ag_mul(y, r), 0, NULL, false), NULL), AG_OK);
     assert_values(ag_tensor_grad(w), 2, TU_SHAPE(5, 3), EMB_GRAD_W, 1e-12);
     /* 0-dim indices give one row; non-contiguous indices work. */
@@ -454,7 +442,7 @@ START_TEST(dropout_masks) {
 END_TEST
 
 START_TEST(dropout_identity_and_edges) {
-    ag_tensor *x = leaf(pattern(2, TU_SHAPE(2, 3), 0.5, 0.1, 1));
+    ag_tensor *x = leaf(tu_pattern(2, TU_SHAPE(2, 3), 0.5, 0.1, 1));
     /* p = 0 and eval mode return x itself: no copy, same graph. */
     ck_assert_ptr_eq(ag_dropout(x, 0, true, NULL), x);
     ck_assert_ptr_eq(ag_dropout(x, 0.5, false, NULL), x);
@@ -509,19 +497,21 @@ END_TEST
 /* ---- errors ---- */
 
 START_TEST(error_cases) {
-    ag_tensor *x = pattern(2, TU_SHAPE(3, 4), 1.3, 0.5, 2);
-    ag_tensor *w4 = pattern(1, TU_SHAPE(4), 0.8, 1.0, 1);
+    ag_tensor *x = tu_pattern(2, TU_SHAPE(3, 4), 1.3, 0.5, 2);
+    ag_tensor *w4 = tu_pattern(1, TU_SHAPE(4), 0.8, 1.0, 1);
     ag_tensor *xi = ag_ones(AG_I64, 2, TU_SHAPE(3, 4));
     /* linear */
-    assert_error(ag_linear(x, pattern(2, TU_SHAPE(2, 3), 1, 0, 1), NULL), AG_ERR_SHAPE, "[3, 4]");
-    assert_error(ag_linear(x, pattern(2, TU_SHAPE(2, 3), 1, 0, 1), NULL), AG_ERR_SHAPE, "[2, 3]");
-    assert_error(ag_linear(x, pattern(2, TU_SHAPE(2, 4), 1, 0, 1), w4), AG_ERR_SHAPE,
+    assert_error(ag_linear(x, tu_pattern(2, TU_SHAPE(2, 3), 1, 0, 1), NULL), AG_ERR_SHAPE,
+                 "[3, 4]");
+    assert_error(ag_linear(x, tu_pattern(2, TU_SHAPE(2, 3), 1, 0, 1), NULL), AG_ERR_SHAPE,
+                 "[2, 3]");
+    assert_error(ag_linear(x, tu_pattern(2, TU_SHAPE(2, 4), 1, 0, 1), w4), AG_ERR_SHAPE,
                  "bias [4] does not fit weight [2, 4]");
     assert_error(ag_linear(NULL, x, NULL), AG_ERR_INVALID_ARG, "NULL");
     /* layer_norm */
     assert_error(ag_layer_norm(x, 0, NULL, NULL, 1e-5), AG_ERR_INVALID_ARG, "[3, 4]");
     assert_error(ag_layer_norm(x, 3, NULL, NULL, 1e-5), AG_ERR_INVALID_ARG, "last 3 dims");
-    assert_error(ag_layer_norm(x, 1, pattern(1, TU_SHAPE(3), 1, 0, 1), NULL, 1e-5), AG_ERR_SHAPE,
+    assert_error(ag_layer_norm(x, 1, tu_pattern(1, TU_SHAPE(3), 1, 0, 1), NULL, 1e-5), AG_ERR_SHAPE,
                  "weight of shape [3] and normalized_shape = [4]");
     assert_error(ag_layer_norm(x, 2, NULL, w4, 1e-5), AG_ERR_SHAPE,
                  "bias of shape [4] and normalized_shape = [3, 4]");
@@ -529,7 +519,7 @@ START_TEST(error_cases) {
     assert_error(ag_layer_norm(xi, 1, NULL, NULL, 1e-5), AG_ERR_DTYPE, "floating point");
     assert_error(ag_layer_norm(NULL, 1, NULL, NULL, 1e-5), AG_ERR_INVALID_ARG, "NULL");
     /* cross_entropy: targets out of range name the target and the number of classes */
-    ag_tensor *logits = pattern(2, TU_SHAPE(4, 5), 0.77, 0.3, 2);
+    ag_tensor *logits = tu_pattern(2, TU_SHAPE(4, 5), 0.77, 0.3, 2);
     ag_tensor *bad = i64(1, TU_SHAPE(4), (int64_t[]){1, 12, 0, 0});
     assert_error(ag_cross_entropy(logits, bad, NULL), AG_ERR_INDEX, "Target 12 is out of bounds");
     assert_error(ag_cross_entropy(logits, bad, NULL), AG_ERR_INDEX, "5 classes");
@@ -542,7 +532,7 @@ START_TEST(error_cases) {
                  AG_ERR_INDEX, "Target -100");
     assert_error(ag_cross_entropy(logits, i64(1, TU_SHAPE(3), (int64_t[]){1, 2, 3}), NULL),
                  AG_ERR_SHAPE, "target [3] does not fit logits [4, 5]");
-    assert_error(ag_cross_entropy(pattern(3, TU_SHAPE(2, 3, 4), 1, 0, 1),
+    assert_error(ag_cross_entropy(tu_pattern(3, TU_SHAPE(2, 3, 4), 1, 0, 1),
                                   i64(2, TU_SHAPE(2, 3), (int64_t[]){0, 0, 0, 0, 0, 0}), NULL),
                  AG_ERR_SHAPE, "target [2, 3] does not fit logits [2, 3, 4]");
     assert_error(ag_cross_entropy(logits, ag_ones(AG_F64, 1, TU_SHAPE(4)), NULL), AG_ERR_SHAPE,
@@ -569,7 +559,7 @@ START_TEST(error_cases) {
     assert_error(ag_mse_loss(xi, xi, AG_REDUCTION_SUM), AG_ERR_DTYPE, "int64");
     assert_error(ag_mse_loss(x, NULL, AG_REDUCTION_SUM), AG_ERR_INVALID_ARG, "NULL");
     /* embedding */
-    ag_tensor *table = pattern(2, TU_SHAPE(5, 3), 0.35, -0.6, 1);
+    ag_tensor *table = tu_pattern(2, TU_SHAPE(5, 3), 0.35, -0.6, 1);
     assert_error(ag_embedding(i64(1, TU_SHAPE(2), (int64_t[]){1, 5}), table), AG_ERR_INDEX,
                  "index 5 is out of range");
     assert_error(ag_embedding(i64(1, TU_SHAPE(2), (int64_t[]){-1, 0}), table), AG_ERR_INDEX,

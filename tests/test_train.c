@@ -186,6 +186,84 @@ START_TEST(test_short_run_learns_and_repeats) {
 }
 END_TEST
 
+/* The CNN (--model cnn): LeNet-5's layers, and one epoch on the first 2048 images that
+ * lowers the loss below chance's ln(10) and beats chance's 10% accuracy by far. */
+START_TEST(test_cnn_short_run_learns) {
+    ag_train_data *d = short_data();
+    ag_train_config c = ag_train_defaults();
+    c.model = AG_TRAIN_CNN;
+    ag_trainer t;
+    int64_t batches = ag_loader_batches(d->train_loader);
+    ck_assert_msg(ag_trainer_init(&t, &c, ag_train_steps_per_epoch(batches, c.accumulate)) == AG_OK,
+                  "%s", ag_last_error());
+    static const char *const kinds[] = {
+        "Unflatten", "Conv2d",  "BatchNorm2d", "ReLU", "MaxPool2d", "Conv2d", "BatchNorm2d", "ReLU",
+        "MaxPool2d", "Flatten", "Linear",      "ReLU", "Linear",    "ReLU",   "Linear"};
+    for (int i = 0; i < 15; i++)
+        ck_assert_str_eq(ag_module_kind(ag_module_child(t.model, i)), kinds[i]);
+    ck_assert_int_eq(t.n_params, 12); /* 2 conv weights, 2 x 2 batch norm, 3 x 2 linear */
+    ck_assert_str_eq(t.params[6].name, "10.weight");
+    ck_assert_int_eq(ag_size(t.params[6].tensor, 1), 400); /* 16 * 5 * 5 features */
+    ck_assert_int_eq(ag_module_buffers(t.model, NULL, 0), 6);
+    ag_loader_set_epoch(d->train_loader, 0);
+    ag_epoch_stats stats;
+    ag_accuracy acc;
+    ck_assert_msg(ag_train_epoch(&t, d->train_loader, NULL, &stats) == AG_OK, "%s",
+                  ag_last_error());
+    ck_assert_msg(ag_evaluate(t.model, d->test_loader, &acc) == AG_OK, "%s", ag_last_error());
+    printf("cnn short run: loss %.4f, accuracy %lld/%lld in %.2f s\n", stats.loss,
+           (long long)acc.correct, (long long)acc.total, stats.seconds);
+    ck_assert_msg(stats.loss < log(10.0), "loss %g", stats.loss);
+    ck_assert_msg(acc.correct > acc.total * 3 / 10, "accuracy %lld/%lld", (long long)acc.correct,
+                  (long long)acc.total);
+    ag_trainer_free(&t);
+    /* Images that are not square have no CNN. */
+    c.in_features = 700;
+    ck_assert_int_ne(ag_trainer_init(&t, &c, 0), AG_OK);
+    ck_assert_msg(strstr(ag_last_error(), "square"), "%s", ag_last_error());
+    ag_clear_error();
+}
+END_TEST
+
+/* Mixed precision (--amp): one epoch on the first 2048 images in bfloat16 and in float16
+ * with a GradScaler lands near float32's accuracy (docs/amp.md); parameters stay float32. */
+START_TEST(test_amp_short_runs_match_float32) {
+    ag_train_data *d = short_data();
+    const ag_dtype precisions[3] = {AG_F32, AG_BF16, AG_F16};
+    double accuracy[3];
+    for (int k = 0; k < 3; k++) {
+        ag_train_config c = ag_train_defaults();
+        c.amp = precisions[k];
+        ag_trainer t;
+        int64_t batches = ag_loader_batches(d->train_loader);
+        ck_assert_msg(ag_trainer_init(&t, &c, ag_train_steps_per_epoch(batches, c.accumulate)) ==
+                          AG_OK,
+                      "%s", ag_last_error());
+        ck_assert((t.scaler != NULL) == (precisions[k] == AG_F16));
+        ag_loader_set_epoch(d->train_loader, 0);
+        ag_epoch_stats stats;
+        ag_accuracy acc;
+        ck_assert_msg(ag_train_epoch(&t, d->train_loader, NULL, &stats) == AG_OK, "%s",
+                      ag_last_error());
+        ck_assert_msg(ag_evaluate(t.model, d->test_loader, &acc) == AG_OK, "%s", ag_last_error());
+        ck_assert_int_eq(ag_dtype_of(t.params[0].tensor), AG_F32);
+        accuracy[k] = 100.0 * (double)acc.correct / (double)acc.total;
+        printf("amp %s short run: loss %.4f, accuracy %.2f%%\n", ag_dtype_name(precisions[k]),
+               stats.loss, accuracy[k]);
+        ag_trainer_free(&t);
+    }
+    for (int k = 1; k < 3; k++)
+        ck_assert_msg(fabs(accuracy[k] - accuracy[0]) < 5, "%s: %.2f%% against float32's %.2f%%",
+                      ag_dtype_name(precisions[k]), accuracy[k], accuracy[0]);
+    ag_train_config c = ag_train_defaults();
+    c.amp = AG_F64;
+    ag_trainer t;
+    ck_assert_int_eq(ag_trainer_init(&t, &c, 0), AG_ERR_INVALID_ARG);
+    ck_assert_msg(strstr(ag_last_error(), "amp must be"), "%s", ag_last_error());
+    ag_clear_error();
+}
+END_TEST
+
 /* Memory must not grow from epoch to epoch: each batch lives in a scope, the allocator's
  * cache is warm after the first epoch. */
 START_TEST(test_memory_flat_across_epochs) {
@@ -299,6 +377,8 @@ START_TEST(test_cli_usage_errors) {
     expect_failure("--lr abc", 2, "--lr");
     expect_failure("--accumulate", 2, "missing value");
     expect_failure("--no-such-option", 2, "unknown option");
+    expect_failure("--model rnn", 2, "--model must be mlp or cnn, not 'rnn'");
+    expect_failure("--amp fp8", 2, "--amp must be bf16 or fp16, not 'fp8'");
     expect_failure("extra", 2, "unexpected argument 'extra'");
     expect_failure("--eval-only", 2, "--eval-only needs --load");
     expect_failure("--bench-steps 5 --save x", 2, "--bench-steps runs alone");
@@ -377,6 +457,8 @@ static Suite *train_suite(void) {
     TCase *run = tcase_create("short run");
     tcase_set_timeout(run, 600);
     tcase_add_test(run, test_short_run_learns_and_repeats);
+    tcase_add_test(run, test_cnn_short_run_learns);
+    tcase_add_test(run, test_amp_short_runs_match_float32);
     tcase_add_test(run, test_memory_flat_across_epochs);
     suite_add_tcase(s, run);
     TCase *cli = tcase_create("command line");

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include "ag/ag.h"
+#include "ag/half.h"
 
 /* A macro's value as a string literal: AG_TEST_STR(AG_BACKEND_ABI_MINOR) is "1". */
 #define AG_TEST_STR(x)  AG_TEST_STR_(x)
@@ -67,6 +68,20 @@ static inline ag_tensor *tu_tensor(ag_dtype dtype, int ndim, const int64_t *shap
     return t;
 }
 
+/* A float64 tensor of scale * sin(a*i + b) over its row-major elements: deterministic,
+ * awkward values that the reference scripts in tests/reference/ rebuild the same way. */
+static inline ag_tensor *tu_pattern(int ndim, const int64_t *shape, double a, double b,
+                                    double scale) {
+    const int64_t n = tu_numel(ndim, shape);
+    double *v = malloc((size_t)(n ? n : 1) * sizeof *v);
+    ck_assert_ptr_nonnull(v);
+    for (int64_t i = 0; i < n; i++) v[i] = scale * sin(a * (double)i + b);
+    ag_tensor *t = ag_from_f64(v, ndim, shape);
+    free(v);
+    ck_assert_ptr_nonnull(t);
+    return t;
+}
+
 /* Copies t's elements (row-major, any strides) into out[0..n) as doubles. n must be at
  * least ag_numel(t). */
 static inline ag_status tu_read(const ag_tensor *t, double *out, int64_t n) {
@@ -79,9 +94,11 @@ static inline ag_status tu_read(const ag_tensor *t, double *out, int64_t n) {
     if (!buf) return AG_ERR_OUT_OF_MEMORY;
     ag_status st = ag_to_host(t, buf, (size_t)numel * esize);
     for (int64_t i = 0; st == AG_OK && i < numel; i++)
-        out[i] = dt == AG_F32   ? (double)((const float *)buf)[i]
-                 : dt == AG_F64 ? ((const double *)buf)[i]
-                                : (double)((const int64_t *)buf)[i];
+        out[i] = dt == AG_F32    ? (double)((const float *)buf)[i]
+                 : dt == AG_F64  ? ((const double *)buf)[i]
+                 : dt == AG_F16  ? (double)ag_f16_to_f32(((const uint16_t *)buf)[i])
+                 : dt == AG_BF16 ? (double)ag_bf16_to_f32(((const uint16_t *)buf)[i])
+                                 : (double)((const int64_t *)buf)[i];
     free(buf);
     return st;
 }

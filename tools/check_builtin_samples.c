@@ -6,8 +6,11 @@
 #include "check_builtin_samples.h"
 #include "ag/plugin.h"
 
-#define FLOATS (AG_DTYPE_BIT(AG_F32) | AG_DTYPE_BIT(AG_F64))
-#define ALL    (FLOATS | AG_DTYPE_BIT(AG_I64))
+/* float16 and bfloat16 rows run the float32 kernels through conversions on backends without
+ * 16-bit kernels: checking them compares those conversions and roundings across backends. */
+#define FLOATS                                                                                     \
+    (AG_DTYPE_BIT(AG_F32) | AG_DTYPE_BIT(AG_F64) | AG_DTYPE_BIT(AG_F16) | AG_DTYPE_BIT(AG_BF16))
+#define ALL (FLOATS | AG_DTYPE_BIT(AG_I64))
 
 #define NDIM(...) ((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
 /* An input of dtype dt with flags fl, values in [lo, hi), of shape (...). */

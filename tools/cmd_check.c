@@ -6,6 +6,10 @@
  * is called once more through the backend ABI into a buffer with guard bytes around the
  * output (out-of-bounds writes), and --gradcheck runs gradcheck in float64 there.
  *
+ * Composite functions (ag_conv2d and the like: no registry entry; samples in
+ * tools/check_composite_samples.c): outputs and gradients against the cpu's, and with
+ * --gradcheck gradcheck and gradgradcheck in float64 on the checked device.
+ *
  * Plugin ops: the forward (the shapes and dtypes the shape rule declares, no NaN/Inf, the
  * cpu's values on other backends), gradcheck in float64 and gradgradcheck (or, for a
  * once-differentiable backward, that a double backward fails with PyTorch's error).
@@ -24,6 +28,7 @@
 #include "ag/plugin.h"
 #include "backend_list.h"
 #include "check_builtin_samples.h"
+#include "check_composite_samples.h"
 #include "commands.h"
 #include "internal.h"
 
@@ -96,6 +101,14 @@ static const table_kind builtin_table = {"builtin",
                                          {"OK", "FAIL", "not supported", "-"},
                                          {"OK", "failed", "not supported", "not applicable"}};
 
+enum { C_FORWARD, C_BACKWARD, C_GRADCHECK, C_GRADGRADCHECK };
+static const table_kind composite_table = {"composite",
+                                           "composite functions",
+                                           2,
+                                           {"forward", "backward", "gradcheck", "gradgradcheck"},
+                                           {"OK", "FAIL", "not supported", "-"},
+                                           {"OK", "failed", "not supported", "not applicable"}};
+
 /* An op to check. */
 typedef struct target {
     const char *name;         /* full name, "swish::swish" */
@@ -107,6 +120,8 @@ typedef struct target {
 typedef struct options {
     const char *plugins[MAX_ARGS], *ops[MAX_ARGS], *backends[MAX_ARGS];
     int n_plugins, n_ops, n_backends;
+    const char *composites[MAX_ARGS]; /* composite functions to check (names, no repeats) */
+    int n_composites;
     int max_samples;      /* --samples; 0: every sample */
     bool gradcheck;       /* --gradcheck: gradcheck of the built-in ops */
     const char *csv_path; /* --csv FILE, or NULL */
@@ -121,10 +136,14 @@ static const char usage_text[] =
     "Built-in ops run on sample inputs (tools/check_builtin_samples.c) there and on the cpu,\n"
     "which is the reference: outputs and gradients must agree (normalised mean squared\n"
     "error), and kernels must not write outside their outputs (guard bytes).\n"
+    "Composite functions (conv2d, pools, norms: no kernel of their own) run on samples\n"
+    "(tools/check_composite_samples.c) there and on the cpu: outputs and gradients must\n"
+    "agree; --gradcheck adds gradcheck and gradgradcheck in float64.\n"
     "Plugin ops: forward, gradcheck in float64 and gradgradcheck, on each sample the op\n"
     "declares (or one generated from its schema); other backends must match the cpu.\n"
     "  --plugin PATH   load a plugin file and check its ops (repeatable)\n"
-    "  --op NAME       check only this op (repeatable): a built-in name (\"add\"), a full\n"
+    "  --op NAME       check only this op (repeatable): a built-in or composite name\n"
+    "                  (\"add\", \"conv2d\"), a full\n"
     "                  plugin name \"ns::name\", or a bare name one plugin op ends in\n"
     "  --backend NAME  check on this backend or device, e.g. opencl, cpu:1 (repeatable)\n"
     "  --samples N     check at most the first N samples of each op\n"
@@ -201,7 +220,7 @@ static row *new_row(row_list *l, const char *op, ag_device dev) {
 /* ---- tensors ---- */
 
 static bool is_float(ag_dtype dtype) {
-    return dtype == AG_F32 || dtype == AG_F64;
+    return ag__is_float(dtype);
 }
 
 static bool same_device(ag_device a, ag_device b) {
@@ -210,8 +229,8 @@ static bool same_device(ag_device a, ag_device b) {
 
 /* "f32", "f64", "i64". */
 static const char *short_dtype(ag_dtype dtype) {
-    static const char *const short_names[] = {"f32", "f64", "i64"};
-    return (unsigned)dtype < 3 ? short_names[dtype] : ag_dtype_name(dtype);
+    static const char *const short_names[AG_DTYPE_COUNT] = {"f32", "f64", "i64", "f16", "bf16"};
+    return (unsigned)dtype < AG_DTYPE_COUNT ? short_names[dtype] : ag_dtype_name(dtype);
 }
 
 /* Writes "[3,4]" into buf; returns the length written. */
@@ -270,19 +289,23 @@ static void free_values(values *v, int n) {
 }
 
 static double value_at(const values *v, int64_t i) {
-    switch (v->meta.dtype) {
-    case AG_F32:
-        return ((const float *)v->data)[i];
-    case AG_F64:
-        return ((const double *)v->data)[i];
-    default:
-        return (double)((const int64_t *)v->data)[i];
-    }
+    return ag__host_value(v->meta.dtype, v->data, i);
 }
 
 /* Largest normalised mean squared error accepted for a dtype. */
 static double nmse_limit(ag_dtype dtype) {
-    return dtype == AG_F32 ? 1e-7 : 1e-14;
+    /* 16-bit results are float32 results rounded: a device's float32 kernel one float32 ulp
+     * away from the cpu's occasionally rounds to the neighbouring 16-bit value. */
+    switch (dtype) {
+    case AG_F32:
+        return 1e-7;
+    case AG_F16:
+        return 1e-5;
+    case AG_BF16:
+        return 1e-4;
+    default:
+        return 1e-14;
+    }
 }
 
 /* Compares `got` (the checked device's) with `want` (the reference, the cpu's unless `by`
@@ -1105,17 +1128,30 @@ static void builtin_label(const builtin_sample *s, ag_dtype dtype, char *buf, si
     if (s->note && n < (int)size) snprintf(buf + n, size - (size_t)n, " (%s)", s->note);
 }
 
+/* Whether the guard-byte check applies: the recipe says how to call the kernel, and the
+ * backend has one for the row's dtype (16-bit rows of ops without a 16-bit kernel run the
+ * float32 kernel through conversions: there is no kernel of theirs to call). */
+static bool guarded(const builtin_case *b, ag_device dev) {
+    if (b->s->guard == GUARD_NONE) return false;
+    if (b->dtype != AG_F16 && b->dtype != AG_BF16) return true;
+    ag_kernel_fn kernel;
+    const ag_backend_iface *be = &ag__backend(dev.backend)->iface;
+    bool has = be->get_kernel(b->op->kernel, b->dtype, &kernel) == AG_OK && kernel;
+    be->last_error(); /* the lookup's miss is no error of the check */
+    return has;
+}
+
 /* Fills one row: case b on dev against the cpu reference. */
 static void check_builtin_row(row *r, const builtin_case *b, ag_device dev, bool gradcheck) {
     run want, got;
     cell *fwd = &r->cells[B_FORWARD], *bwd = &r->cells[B_BACKWARD], *guard = &r->cells[B_GUARD];
     builtin_label(b->s, b->dtype, r->sample, sizeof r->sample);
     run_case(b, b->ref, NULL, &want);
-    run_case(b, dev, b->s->guard != GUARD_NONE && want.status == AG_OK ? guard : NULL, &got);
+    run_case(b, dev, guarded(b, dev) && want.status == AG_OK ? guard : NULL, &got);
     compare_outputs(fwd, b, &got, &want);
     if (fwd->verdict == SKIP) {
         if (case_has_backward(b)) set_verdict(bwd, SKIP, "no kernel");
-        if (b->s->guard != GUARD_NONE) set_verdict(guard, SKIP, "no kernel");
+        if (guarded(b, dev)) set_verdict(guard, SKIP, "no kernel");
     } else if (fwd->verdict == PASS && case_has_backward(b))
         compare_grads(bwd, b, &got, &want);
     if (gradcheck && fwd->verdict != SKIP) {
@@ -1179,6 +1215,181 @@ static bool check_stale_recipes(row_list *rows) {
     }
     return true;
 }
+/* ---- composite functions ---- */
+
+/* One composite sample in one dtype. */
+typedef struct composite_case {
+    const composite_sample *s;
+    ag_dtype dtype;
+    uint64_t seed; /* of the inputs: the same on every device */
+    ag_device ref; /* the cpu reference device */
+} composite_case;
+
+static int composite_n_inputs(const composite_sample *s) {
+    int n = 0;
+    while (n < SAMPLE_MAX_INPUTS && s->inputs[n].present) n++;
+    return n;
+}
+
+/* The case's inputs on dev (drawn on the cpu with the case's seed), float ones requiring
+ * grad when `grad`. */
+static ag_status composite_inputs(const composite_case *c, ag_device dev, bool grad,
+                                  ag_tensor **in) {
+    ag_generator *gen = ag_generator_new(c->seed);
+    if (!gen) return ag_last_status();
+    ag_status st = AG_OK;
+    for (int i = 0; i < composite_n_inputs(c->s) && st == AG_OK; i++) {
+        const sample_input *x = &c->s->inputs[i];
+        const ag_dtype dtype = x->dtype == SAMPLE_KEY ? c->dtype : (ag_dtype)x->dtype;
+        in[i] = draw(gen, dtype, x->ndim, x->shape, x->low, x->high, x->flags & IN_INTEGER, c->ref,
+                     dev);
+        st = in[i] ? AG_OK : ag_last_status();
+        if (st == AG_OK && grad && is_float(dtype)) st = ag_set_requires_grad(in[i], true);
+    }
+    ag_generator_free(gen);
+    ag_set_default_device(dev);
+    return st;
+}
+
+/* Runs the case on dev: its output and the gradients of sum(out * w) (w fixed random) with
+ * respect to its float inputs, copied into r. */
+static void run_composite(const composite_case *c, ag_device dev, run *r) {
+    ag_tensor *in[SAMPLE_MAX_INPUTS], *grads[SAMPLE_MAX_INPUTS];
+    memset(r, 0, sizeof *r);
+    ag_clear_error();
+    ag_scope *scope = ag_scope_begin();
+    ag_status st = composite_inputs(c, dev, true, in);
+    ag_tensor *out = st == AG_OK ? c->s->fn(in, NULL) : NULL;
+    if (st == AG_OK && !out) st = ag_last_status();
+    if (st == AG_OK && (st = to_values(out, &r->out[0])) == AG_OK) r->n_out = 1;
+    r->status = st;
+    if (st != AG_OK) snprintf(r->error, sizeof r->error, "%s", ag_last_error());
+    if (st == AG_OK && ag_requires_grad(out)) {
+        ag_tensor_meta m = meta_of(out);
+        ag_generator *gen = ag_generator_new(c->seed + 1000);
+        ag_tensor *w = gen ? draw(gen, m.dtype, m.ndim, m.shape, -1, 1, false, c->ref, dev) : NULL;
+        ag_generator_free(gen);
+        ag_tensor *loss = ag_sum(ag_mul(out, w), 0, NULL, false);
+        const int n = composite_n_inputs(c->s);
+        st = loss ? ag_grad(1, &loss, n, in, NULL, false, false, true, grads) : ag_last_status();
+        for (int i = 0; i < n && st == AG_OK; i++)
+            if (grads[i]) st = to_values(grads[i], &r->grads[i]);
+        r->grad_status = st;
+        if (st != AG_OK) snprintf(r->grad_error, sizeof r->grad_error, "%s", ag_last_error());
+    }
+    ag_scope_end(scope);
+    ag_set_default_device((ag_device){-1, -1});
+    ag_clear_error();
+}
+
+/* --gradcheck: gradcheck (gradgrad false) or gradgradcheck of a float64 case on dev. */
+static void check_composite_gradients(cell *c, const composite_case *cc, ag_device dev,
+                                      bool gradgrad) {
+    if (cc->dtype != AG_F64) return;
+    ag_scope *scope = ag_scope_begin();
+    ag_tensor *in[SAMPLE_MAX_INPUTS];
+    const int n = composite_n_inputs(cc->s);
+    ag_status st = composite_inputs(cc, dev, true, in);
+    if (st == AG_OK)
+        st = gradgrad ? ag_gradgradcheck(cc->s->fn, NULL, n, in, NULL)
+                      : ag_gradcheck(cc->s->fn, NULL, n, in, NULL);
+    if (st == AG_OK)
+        set_verdict(c, PASS, NULL);
+    else
+        device_error(c, st, "", ag_last_error());
+    ag_scope_end(scope);
+    ag_set_default_device((ag_device){-1, -1});
+    ag_clear_error();
+}
+
+/* "f32 [2,4,5,6], [4,2,3,2], [4] (groups 2)": the row's dtype, the shapes, the note. */
+static void composite_label(const composite_sample *s, ag_dtype dtype, char *buf, size_t size) {
+    int n = snprintf(buf, size, "%s", short_dtype(dtype));
+    for (int i = 0; i < composite_n_inputs(s) && n < (int)size; i++) {
+        n += snprintf(buf + n, size - (size_t)n, "%s", i ? ", " : " ");
+        if (n < (int)size)
+            n += shape_str(s->inputs[i].ndim, s->inputs[i].shape, buf + n, size - (size_t)n);
+    }
+    if (s->note && n < (int)size) snprintf(buf + n, size - (size_t)n, " (%s)", s->note);
+}
+
+/* Fills one row: composite case c on dev against the cpu reference. */
+static void check_composite_row(row *r, const composite_case *c, ag_device dev, bool gradcheck) {
+    run want, got;
+    cell *fwd = &r->cells[C_FORWARD], *bwd = &r->cells[C_BACKWARD];
+    composite_label(c->s, c->dtype, r->sample, sizeof r->sample);
+    run_composite(c, c->ref, &want);
+    run_composite(c, dev, &got);
+    if (want.status != AG_OK)
+        fail_why(fwd, "cpu error", "on the cpu reference: %s", want.error);
+    else if (got.status != AG_OK)
+        device_error(fwd, got.status, "", got.error);
+    else if (compare(fwd, "the output", &got.out[0], &want.out[0]))
+        set_verdict(fwd, PASS, NULL);
+    if (fwd->verdict == PASS) {
+        if (want.grad_status != AG_OK)
+            fail_why(bwd, "cpu error", "backward on the cpu reference: %s", want.grad_error);
+        else if (got.grad_status != AG_OK)
+            device_error(bwd, got.grad_status, "", got.grad_error);
+        else
+            set_verdict(bwd, PASS, NULL);
+        for (int i = 0; i < composite_n_inputs(c->s) && bwd->verdict == PASS; i++) {
+            char what[48];
+            snprintf(what, sizeof what, "the gradient of input %d", i);
+            if (!got.grads[i].data != !want.grads[i].data)
+                fail_why(bwd, "missing", "%s is %s here but %s on the cpu", what,
+                         got.grads[i].data ? "computed" : "none",
+                         want.grads[i].data ? "computed" : "none");
+            else if (got.grads[i].data)
+                compare(bwd, what, &got.grads[i], &want.grads[i]);
+        }
+    }
+    if (gradcheck && fwd->verdict == PASS) {
+        check_composite_gradients(&r->cells[C_GRADCHECK], c, dev, false);
+        check_composite_gradients(&r->cells[C_GRADGRADCHECK], c, dev, true);
+    }
+    free_run(&want);
+    free_run(&got);
+}
+
+/* Appends the rows of composite `name` on every device: one per sample (at most
+ * max_samples), dtype and device. */
+static bool check_composite(const char *name, const ag_device *devs, int n_devs, ag_device ref,
+                            const options *o, row_list *rows) {
+    int samples = 0;
+    for (int k = 0; k < check_composite_sample_count; k++) {
+        const composite_sample *s = &check_composite_samples[k];
+        if (strcmp(s->name, name) != 0) continue;
+        if (o->max_samples > 0 && samples >= o->max_samples) break;
+        samples++;
+        for (int dt = 0; dt < AG_DTYPE_COUNT; dt++) {
+            if (!(s->dtypes & AG_DTYPE_BIT(dt))) continue;
+            /* Seeds apart from the built-in recipes' (which count from 1). */
+            composite_case c = {s, (ag_dtype)dt, 100000 + (uint64_t)k, ref};
+            for (int d = 0; d < n_devs; d++) {
+                row *r = new_row(rows, s->name, devs[d]);
+                if (!r) return false;
+                check_composite_row(r, &c, devs[d], o->gradcheck);
+            }
+        }
+    }
+    return true;
+}
+
+/* Whether name is a composite of the table. */
+static bool is_composite(const char *name) {
+    for (int k = 0; k < check_composite_sample_count; k++)
+        if (strcmp(check_composite_samples[k].name, name) == 0) return true;
+    return false;
+}
+
+/* Adds name to o's composites unless there. */
+static void add_composite(options *o, const char *name) {
+    for (int i = 0; i < o->n_composites; i++)
+        if (strcmp(o->composites[i], name) == 0) return;
+    if (o->n_composites < MAX_ARGS) o->composites[o->n_composites++] = name;
+}
+
 /* ---- output ---- */
 
 /* The columns of a row (cell texts written into bufs); returns their number. */
@@ -1300,6 +1511,10 @@ static void list_ops(const char **names, int n) {
     fprintf(stderr, "built-in ops:");
     for (int i = 0; i < ag__op_count(); i++)
         if (!ag__op_at(i)->plugin) fprintf(stderr, " %s", ag__op_at(i)->name);
+    fprintf(stderr, "\ncomposite functions:");
+    for (int k = 0; k < check_composite_sample_count; k++)
+        if (k == 0 || strcmp(check_composite_samples[k - 1].name, check_composite_samples[k].name))
+            fprintf(stderr, " %s", check_composite_samples[k].name);
     fprintf(stderr, "\n");
 }
 
@@ -1333,7 +1548,7 @@ static const char *resolve(const char *want, const char **names, int n) {
 /* The ops to check: *targets the plugin ops (malloc'd, no repeats), builtins the built-in
  * ops (no repeats). --op names them; without --op, every plugin op, and every built-in op
  * unless --plugin was given. Returns -1 to go on, else the exit status. */
-static int pick_ops(const options *o, target **targets, int *n_targets, ag_op_def **builtins,
+static int pick_ops(options *o, target **targets, int *n_targets, ag_op_def **builtins,
                     int *n_builtins) {
     int n_names;
     const char **names = plugin_op_names(&n_names);
@@ -1346,8 +1561,14 @@ static int pick_ops(const options *o, target **targets, int *n_targets, ag_op_de
     }
     for (int i = 0; rc < 0 && !o->n_ops && !o->n_plugins && i < ag__op_count(); i++)
         if (!ag__op_at(i)->plugin) builtins[(*n_builtins)++] = ag__op_at(i);
+    for (int k = 0; rc < 0 && !o->n_ops && !o->n_plugins && k < check_composite_sample_count; k++)
+        add_composite(o, check_composite_samples[k].name);
     for (int k = 0; k < n_want && rc < 0; k++) {
         ag_op_def *def = o->n_ops ? ag__op_find(o->ops[k]) : NULL;
+        if (!def && o->n_ops && is_composite(o->ops[k])) {
+            add_composite(o, o->ops[k]);
+            continue;
+        }
         if (def && !def->plugin) {
             bool seen = false;
             for (int i = 0; i < *n_builtins; i++) seen |= builtins[i] == def;
@@ -1366,7 +1587,7 @@ static int pick_ops(const options *o, target **targets, int *n_targets, ag_op_de
             t->decl = ag_op_plugin_decl(t->op);
         }
     }
-    if (rc < 0 && !*n_targets && !*n_builtins) {
+    if (rc < 0 && !*n_targets && !*n_builtins && !o->n_composites) {
         fprintf(stderr, "ag check: nothing to check\n");
         rc = 2;
     }
@@ -1458,8 +1679,8 @@ static int parse(int argc, char **argv, options *o) {
     return -1;
 }
 
-/* Runs every check: plugin rows into lists[0], built-in rows into lists[1]. False when
- * memory runs out. */
+/* Runs every check: plugin rows into lists[0], built-in rows into lists[1], composite rows
+ * into lists[2]. False when memory runs out. */
 static bool run_checks(const options *o, const target *targets, int n_targets,
                        ag_op_def *const *builtins, int n_builtins, const ag_device *devs,
                        int n_devs, ag_device ref, row_list *lists) {
@@ -1473,7 +1694,13 @@ static bool run_checks(const options *o, const target *targets, int n_targets,
             fprintf(stderr, "\r\033[Kchecking %s (%d/%d)", builtins[i]->name, i + 1, n_builtins);
         if (!check_builtin_op(builtins[i], devs, n_devs, ref, o, &lists[1])) return false;
     }
-    if (tty && n_builtins) fprintf(stderr, "\r\033[K");
+    for (int i = 0; i < o->n_composites; i++) {
+        if (tty)
+            fprintf(stderr, "\r\033[Kchecking %s (composite %d/%d)", o->composites[i], i + 1,
+                    o->n_composites);
+        if (!check_composite(o->composites[i], devs, n_devs, ref, o, &lists[2])) return false;
+    }
+    if (tty && (n_builtins || o->n_composites)) fprintf(stderr, "\r\033[K");
     /* Checking every built-in op: stale recipes too. */
     return o->n_ops || o->n_plugins || check_stale_recipes(&lists[1]);
 }
@@ -1502,9 +1729,10 @@ int ag_cmd_check(int argc, char **argv) {
         fprintf(stderr, "ag check: out of memory\n");
         return 1;
     }
-    table_kind kinds[2] = {plugin_table, builtin_table};
-    row_list lists[2] = {{0}};
+    table_kind kinds[3] = {plugin_table, builtin_table, composite_table};
+    row_list lists[3] = {{0}};
     if (o.gradcheck) kinds[1].n_checks = 5; /* gradcheck and jvp */
+    if (o.gradcheck) kinds[2].n_checks = 4; /* gradcheck and gradgradcheck */
     rc = pick_ops(&o, &targets, &n_targets, builtins, &n_builtins);
     if (rc < 0) rc = pick_devices(&o, devs, &n_devs);
     if (rc < 0 && !n_devs) {
@@ -1518,16 +1746,17 @@ int ag_cmd_check(int argc, char **argv) {
     }
     if (rc < 0) {
         int failed = 0;
-        if (n_builtins && n_targets) kinds[0].title = "plugin ops";
-        for (int t = 0; t < 2; t++)
+        if ((n_builtins || o.n_composites) && n_targets) kinds[0].title = "plugin ops";
+        for (int t = 0; t < 3; t++)
             if (lists[t].n) failed += report(&kinds[t], &lists[t]);
         rc = failed ? 1 : 0;
-        if (o.csv_path && !write_csv(o.csv_path, kinds, lists, 2)) rc = 1;
+        if (o.csv_path && !write_csv(o.csv_path, kinds, lists, 3)) rc = 1;
     }
     /* Work still queued on a device finishes before the process exits. */
     for (int k = 0; k < n_devs; k++) ag_synchronize(devs[k]);
     free(lists[0].rows);
     free(lists[1].rows);
+    free(lists[2].rows);
     free(builtins);
     free(targets);
     return rc;

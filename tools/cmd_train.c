@@ -1,7 +1,8 @@
-/* `ag train`: trains the seed's §P network (784-512-512-10 MLP with GELU and LayerNorm) on
- * Fashion-MNIST with the recipe of include/ag/train.h, on the backend AG_BACKEND selects.
- * Also evaluates a saved checkpoint (--load --eval-only) and times single training steps
- * (--bench-steps). docs/training.md describes the options and the output. */
+/* `ag train`: trains the seed's §P network (784-512-512-10 MLP with GELU and LayerNorm), or
+ * with --model cnn a LeNet-5 (the seed's §F-2 image model), on Fashion-MNIST with the recipe
+ * of include/ag/train.h, on the backend AG_BACKEND selects. Also evaluates a saved
+ * checkpoint (--load --eval-only) and times single training steps (--bench-steps).
+ * docs/training.md describes the options and the output. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -27,7 +28,11 @@ typedef struct train_args {
 
 static const char usage_text[] =
     "usage: ag train [options]\n"
-    "Trains the seed's section P MLP (784-H-H-10, GELU, LayerNorm) on Fashion-MNIST.\n"
+    "Trains the seed's section P MLP (784-H-H-10, GELU, LayerNorm), or with --model cnn a\n"
+    "LeNet-5 style CNN, on Fashion-MNIST.\n"
+    "  --model mlp|cnn      the MLP, or LeNet-5 with batch norm (2 conv + 3 linear) (mlp)\n"
+    "  --amp bf16|fp16      mixed precision: the forward under autocast, and for fp16 a\n"
+    "                       GradScaler; parameters and optimizer stay float32 (off)\n"
     "  --epochs N           epochs (10)\n"
     "  --batch-size N       images per batch (128)\n"
     "  --lr X               peak learning rate of AdamW (2e-3)\n"
@@ -36,7 +41,7 @@ static const char usage_text[] =
     "  --clip X             max gradient norm, 0 for none (1.0)\n"
     "  --label-smoothing X  of the cross entropy (0.1)\n"
     "  --warmup N           linear warm-up steps before the cosine schedule (0)\n"
-    "  --hidden N           width H of the hidden layers (512)\n"
+    "  --hidden N           width H of the MLP's hidden layers (512)\n"
     "  --seed N             initialisation and shuffling seed (0)\n"
     "  --data DIR           MNIST-format data set (" AG_FASHION_MNIST_DIR ")\n"
     "  --limit N            train on the first N training images only\n"
@@ -110,7 +115,9 @@ enum {
     OPT_EVAL_ONLY,
     OPT_BENCH,
     OPT_TRACE,
-    OPT_QUIET
+    OPT_QUIET,
+    OPT_MODEL,
+    OPT_AMP
 };
 
 /* Applies one option; false on a bad value (message printed). */
@@ -163,6 +170,20 @@ static bool apply_option(int c, const char *name, const char *arg, train_args *a
     case OPT_EVAL_ONLY:
         a->eval_only = true;
         return true;
+    case OPT_MODEL:
+        if (strcmp(arg, "mlp") == 0 || strcmp(arg, "cnn") == 0) {
+            cfg->model = strcmp(arg, "cnn") == 0 ? AG_TRAIN_CNN : AG_TRAIN_MLP;
+            return true;
+        }
+        usage_error("--model must be mlp or cnn, not '%s'", arg);
+        return false;
+    case OPT_AMP:
+        if (strcmp(arg, "bf16") == 0 || strcmp(arg, "fp16") == 0) {
+            cfg->amp = arg[0] == 'b' ? AG_BF16 : AG_F16;
+            return true;
+        }
+        usage_error("--amp must be bf16 or fp16, not '%s'", arg);
+        return false;
     default: /* OPT_QUIET */
         a->quiet = true;
         return true;
@@ -190,6 +211,8 @@ static int parse_args(int argc, char **argv, train_args *a) {
         {"bench-steps", required_argument, NULL, OPT_BENCH},
         {"trace", required_argument, NULL, OPT_TRACE},
         {"quiet", no_argument, NULL, OPT_QUIET},
+        {"model", required_argument, NULL, OPT_MODEL},
+        {"amp", required_argument, NULL, OPT_AMP},
         {"help", no_argument, NULL, 'h'},
         {0}};
     *a = (train_args){.config = ag_train_defaults(), .epochs = 10, .data = AG_FASHION_MNIST_DIR};
@@ -208,6 +231,16 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (a->bench_steps && (a->load || a->save || a->eval_only))
         return usage_error("--bench-steps runs alone: drop --load, --save and --eval-only");
     return -1;
+}
+
+/* "784-512-512-10 MLP" or "LeNet-5 CNN" into buf: the model of a config, for messages. */
+static const char *model_name(const ag_train_config *c, char *buf, size_t size) {
+    if (c->model == AG_TRAIN_CNN)
+        snprintf(buf, size, "LeNet-5 CNN");
+    else
+        snprintf(buf, size, "%lld-%lld-%lld-%lld MLP", (long long)c->in_features,
+                 (long long)c->hidden, (long long)c->hidden, (long long)c->classes);
+    return buf;
 }
 
 /* A p_step run by bench_time that starts --trace at the first timed step. */
@@ -246,14 +279,13 @@ static int bench(const train_args *a) {
         rc = fail("writing the trace");
     if (rc == 0) {
         const ag_train_config *cfg = &s.trainer.config;
-        char dev[64];
+        char dev[64], model[96];
         ag_device_str(ag_default_device(), dev, sizeof dev);
         ms = bench_scale(ms, 1e3);
         printf("ag: %.2f ms/step (median of %d steps after %d warm-up; min %.2f, max %.2f; "
-               "batch %lld, %lld-%lld-%lld-%lld MLP, %s, last loss %.4f)\n",
+               "batch %lld, %s, %s, last loss %.4f)\n",
                ms.median, n, BENCH_WARMUP, ms.min, ms.max, (long long)cfg->batch_size,
-               (long long)cfg->in_features, (long long)cfg->hidden, (long long)cfg->hidden,
-               (long long)cfg->classes, dev, s.loss);
+               model_name(cfg, model, sizeof model), dev, s.loss);
     }
     p_step_free(&s);
     return rc;
@@ -263,10 +295,9 @@ static int bench(const train_args *a) {
 static int load_checkpoint(const train_args *a, ag_trainer *t) {
     if (ag_checkpoint_load(a->load, t->model, a->eval_only ? NULL : t->optimizer) == AG_OK)
         return 0;
-    fprintf(stderr,
-            "ag train: cannot load checkpoint '%s' into the %lld-%lld-%lld-%lld model: %s\n",
-            a->load, (long long)t->config.in_features, (long long)t->config.hidden,
-            (long long)t->config.hidden, (long long)t->config.classes, ag_last_error());
+    char model[96];
+    fprintf(stderr, "ag train: cannot load checkpoint '%s' into the %s: %s\n", a->load,
+            model_name(&t->config, model, sizeof model), ag_last_error());
     return 1;
 }
 
@@ -279,12 +310,12 @@ static int train(const train_args *a, ag_train_data *d, ag_trainer *t) {
                            (long long)a->config.warmup_steps, (long long)steps);
     if (ag_trainer_init(t, &a->config, steps) != AG_OK) return fail("building the model");
     if (a->load && load_checkpoint(a, t)) return 1;
-    char dev[64];
+    char dev[64], model[96];
     ag_device_str(ag_default_device(), dev, sizeof dev);
-    printf("training %lld-%lld-%lld-%lld MLP on %s: %lld images in %lld batches of %lld, %lld "
+    printf("training %s%s%s on %s: %lld images in %lld batches of %lld, %lld "
            "optimizer steps (accumulate %d) in %d epoch%s, seed %llu\n",
-           (long long)t->config.in_features, (long long)t->config.hidden,
-           (long long)t->config.hidden, (long long)t->config.classes, dev,
+           model_name(&t->config, model, sizeof model), a->config.amp != AG_F32 ? " with AMP " : "",
+           a->config.amp != AG_F32 ? ag_dtype_name(a->config.amp) : "", dev,
            (long long)(a->limit > 0 && a->limit < d->train.count ? a->limit : d->train.count),
            (long long)batches, (long long)a->config.batch_size, (long long)steps,
            a->config.accumulate, a->epochs, a->epochs == 1 ? "" : "s",

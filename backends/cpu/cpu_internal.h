@@ -5,6 +5,7 @@
 #define AG_CPU_INTERNAL_H
 
 #include "ag/backend.h"
+#include "ag/half.h"
 #include "../common/kernel_checks.h"
 
 #include <math.h>
@@ -12,15 +13,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Element types by short name, so macros can paste them into function names. */
+/* Element types by short name, so macros can paste them into function names. The 16-bit
+ * floats are structs, so that the two cannot be mixed up with each other or with integers;
+ * only the copy kernel reads and writes them (include/ag/half.h converts). */
 typedef float f32;
 typedef double f64;
 typedef int64_t i64;
+typedef struct f16 {
+    uint16_t bits;
+} f16;
+typedef struct bf16 {
+    uint16_t bits;
+} bf16;
 
 /* The ag_dtype of each short type name. */
-#define CPU_DTYPE_f32 AG_F32
-#define CPU_DTYPE_f64 AG_F64
-#define CPU_DTYPE_i64 AG_I64
+#define CPU_DTYPE_f32  AG_F32
+#define CPU_DTYPE_f64  AG_F64
+#define CPU_DTYPE_i64  AG_I64
+#define CPU_DTYPE_f16  AG_F16
+#define CPU_DTYPE_bf16 AG_BF16
 
 /* Kernels go parallel only above this many elements of work: below it the cost of
  * waking the OpenMP team exceeds the work itself. */
@@ -123,6 +134,8 @@ extern const cpu_kernel_entry cpu_optim_kernels[];       /* sgd_update, adam_upd
 /* Instantiates macro M once per dtype (float only, or float plus i64). */
 #define CPU_FOR_F(M)  M(f32) M(f64)
 #define CPU_FOR_FI(M) M(f32) M(f64) M(i64)
+/* Every dtype: only the copy kernel handles the 16-bit floats. */
+#define CPU_FOR_ALL(M) M(f32) M(f64) M(i64) M(f16) M(bf16)
 
 /* ---- per-dtype arithmetic, so macro-generated code can say T##_add ----
  * Integer arithmetic wraps (two's complement) instead of overflowing, which would be

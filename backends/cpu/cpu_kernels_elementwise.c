@@ -239,10 +239,94 @@ DEFINE_BINARY_FI(ge, OP_GE)
 CPU_FOR_FI(DEFINE_WHERE)
 
 /* ---- copy: out (dtype TO) = in converted from dtype FROM ---- */
-#define CONVERT_f32(x) ((f32)(x))
-#define CONVERT_f64(x) ((f64)(x))
+
+/* Every element as the number its conversion starts from: float32 for the 16-bit floats
+ * (exact), the value itself otherwise. _Generic selects a function, then calls it, so no
+ * branch treats a struct as a number. */
+static inline f32 value_of_f32(f32 x) {
+    return x;
+}
+static inline f64 value_of_f64(f64 x) {
+    return x;
+}
+static inline i64 value_of_i64(i64 x) {
+    return x;
+}
+static inline f32 value_of_f16(f16 x) {
+    return ag_f16_to_f32(x.bits);
+}
+static inline f32 value_of_bf16(bf16 x) {
+    return ag_bf16_to_f32(x.bits);
+}
+#define VALUE_OF(x)                                                                                \
+    _Generic((x), f32                                                                              \
+             : value_of_f32, f64                                                                   \
+             : value_of_f64, i64                                                                   \
+             : value_of_i64, f16                                                                   \
+             : value_of_f16, bf16                                                                  \
+             : value_of_bf16)(x)
+
 /* Floats truncate toward zero (saturating); integers pass through. */
-#define CONVERT_i64(x) _Generic((x), i64 : (x), default : cpu_f64_to_i64(x))
+static inline i64 i64_of_f32(f32 x) {
+    return cpu_f64_to_i64(x);
+}
+static inline i64 i64_of_f64(f64 x) {
+    return cpu_f64_to_i64(x);
+}
+static inline i64 i64_of_f16(f16 x) {
+    return cpu_f64_to_i64(value_of_f16(x));
+}
+static inline i64 i64_of_bf16(bf16 x) {
+    return cpu_f64_to_i64(value_of_bf16(x));
+}
+
+#define CONVERT_f32(x) ((f32)VALUE_OF(x))
+#define CONVERT_f64(x) ((f64)VALUE_OF(x))
+#define CONVERT_i64(x)                                                                             \
+    _Generic((x), f32                                                                              \
+             : i64_of_f32, f64                                                                     \
+             : i64_of_f64, i64                                                                     \
+             : value_of_i64, f16                                                                   \
+             : i64_of_f16, bf16                                                                    \
+             : i64_of_bf16)(x)
+/* Doubles and integers reach 16 bits through float32, as PyTorch's c10::Half(double); a
+ * 16-bit value copied to its own dtype keeps its bits (NaN payloads included). */
+static inline f16 same_f16(f16 x) {
+    return x;
+}
+static inline bf16 same_bf16(bf16 x) {
+    return x;
+}
+#define F16_OF(T)                                                                                  \
+    static inline f16 f16_of_##T(T x) {                                                            \
+        return (f16){ag_f32_to_f16((f32)VALUE_OF(x))};                                             \
+    }                                                                                              \
+    static inline bf16 bf16_of_##T(T x) {                                                          \
+        return (bf16){ag_f32_to_bf16((f32)VALUE_OF(x))};                                           \
+    }
+F16_OF(f32)
+F16_OF(f64)
+F16_OF(i64)
+static inline f16 f16_of_bf16(bf16 x) {
+    return (f16){ag_f32_to_f16(value_of_bf16(x))};
+}
+static inline bf16 bf16_of_f16(f16 x) {
+    return (bf16){ag_f32_to_bf16(value_of_f16(x))};
+}
+#define CONVERT_f16(x)                                                                             \
+    _Generic((x), f32                                                                              \
+             : f16_of_f32, f64                                                                     \
+             : f16_of_f64, i64                                                                     \
+             : f16_of_i64, f16                                                                     \
+             : same_f16, bf16                                                                      \
+             : f16_of_bf16)(x)
+#define CONVERT_bf16(x)                                                                            \
+    _Generic((x), f32                                                                              \
+             : bf16_of_f32, f64                                                                    \
+             : bf16_of_f64, i64                                                                    \
+             : bf16_of_i64, f16                                                                    \
+             : bf16_of_f16, bf16                                                                   \
+             : same_bf16)(x)
 
 #define DEFINE_COPY_LOOP(TO, FROM)                                                                 \
     static void copy_loop_##TO##_##FROM(int64_t n, void *const *p, const int64_t *s, void *ctx) {  \
@@ -256,14 +340,19 @@ CPU_FOR_FI(DEFINE_WHERE)
         }                                                                                          \
     }
 #define DEFINE_COPY_LOOPS(TO)                                                                      \
-    DEFINE_COPY_LOOP(TO, f32) DEFINE_COPY_LOOP(TO, f64) DEFINE_COPY_LOOP(TO, i64)
-CPU_FOR_FI(DEFINE_COPY_LOOPS)
+    DEFINE_COPY_LOOP(TO, f32)                                                                      \
+    DEFINE_COPY_LOOP(TO, f64)                                                                      \
+    DEFINE_COPY_LOOP(TO, i64) DEFINE_COPY_LOOP(TO, f16) DEFINE_COPY_LOOP(TO, bf16)
+CPU_FOR_ALL(DEFINE_COPY_LOOPS)
 
 #define COPY_LOOP_ROW(TO)                                                                          \
     [CPU_DTYPE_##TO] = {[AG_F32] = copy_loop_##TO##_f32,                                           \
                         [AG_F64] = copy_loop_##TO##_f64,                                           \
-                        [AG_I64] = copy_loop_##TO##_i64},
-static const cpu_loop_fn g_copy_loops[AG_I64 + 1][AG_I64 + 1] = {CPU_FOR_FI(COPY_LOOP_ROW)};
+                        [AG_I64] = copy_loop_##TO##_i64,                                           \
+                        [AG_F16] = copy_loop_##TO##_f16,                                           \
+                        [AG_BF16] = copy_loop_##TO##_bf16},
+static const cpu_loop_fn g_copy_loops[AG_DTYPE_COUNT][AG_DTYPE_COUNT] = {
+    CPU_FOR_ALL(COPY_LOOP_ROW)};
 
 ag_status cpu_copy_tensor(const ag_kernel_tensor *dst, const ag_kernel_tensor *src) {
     return run_map(dst, src, 1, g_copy_loops[dst->dtype][src->dtype], NULL);
@@ -276,13 +365,13 @@ ag_status cpu_copy_tensor(const ag_kernel_tensor *dst, const ag_kernel_tensor *s
             st = cpu_check_dtype("copy", &args->outputs[0], "output", CPU_DTYPE_##TO);             \
         if (st != AG_OK) return st;                                                                \
         const ag_dtype from = args->inputs[0].dtype;                                               \
-        if (from != AG_F32 && from != AG_F64 && from != AG_I64)                                    \
-            return cpu_fail(AG_ERR_DTYPE, "copy: cannot convert %s to %s", ag_dtype_name(from),    \
+        if ((unsigned)from >= AG_DTYPE_COUNT)                                                      \
+            return cpu_fail(AG_ERR_DTYPE, "copy: cannot convert dtype %d to %s", (int)from,        \
                             ag_dtype_name(CPU_DTYPE_##TO));                                        \
         st = cpu_check_like("copy", &args->inputs[0], "input 0", from, &args->outputs[0]);         \
         return st != AG_OK ? st : cpu_copy_tensor(&args->outputs[0], &args->inputs[0]);            \
     }
-CPU_FOR_FI(DEFINE_COPY)
+CPU_FOR_ALL(DEFINE_COPY)
 
 /* ---- creation ---- */
 
@@ -354,6 +443,8 @@ const cpu_kernel_entry cpu_elementwise_kernels[] = {
     CPU_ENTRY_F("pow_scalar", pow_scalar),
     CPU_ENTRY_FI("clamp", clamp),
     CPU_ENTRY_FI("copy", copy),
+    CPU_ENTRY("copy", copy, f16),
+    CPU_ENTRY("copy", copy, bf16),
     CPU_ENTRY_FI("add", add),
     CPU_ENTRY_FI("sub", sub),
     CPU_ENTRY_FI("mul", mul),

@@ -1,7 +1,9 @@
 /* Batched matrix product. f32/f64 call BLAS gemm once per batch element: an operand whose
  * last two dims are row- or column-contiguous is passed in place (column-contiguous as a
  * transposed row-major matrix), anything else is packed into a contiguous temporary first.
- * i64 uses plain loops. Batch dims come broadcast by the core and may have stride 0. */
+ * bf16 calls OpenBLAS's sbgemm where it has one (float32 accumulation into a float32
+ * temporary, rounded into the output). i64 uses plain loops. Batch dims come broadcast by
+ * the core and may have stride 0. */
 #include "cpu_strided.h"
 
 #include <cblas.h>
@@ -98,8 +100,9 @@ typedef struct gemm_ctx {
     const void *packed_a, *packed_b; /* source currently in tmp_a / tmp_b */
 } gemm_ctx;
 
-/* Sets the layouts and allocates temporaries of elsize-byte elements (m, k, n > 0). */
-static ag_status gemm_prepare(gemm_ctx *g, const mm_plan *pl, size_t elsize) {
+/* Sets the layouts and allocates temporaries of elsize-byte elements (m, k, n > 0); C's
+ * are c_elsize bytes, and C always goes through its temporary when that differs. */
+static ag_status gemm_prepare(gemm_ctx *g, const mm_plan *pl, size_t elsize, size_t c_elsize) {
     const int64_t m = pl->m, k = pl->k, n = pl->n;
     g->tmp_a = g->tmp_b = g->tmp_c = NULL; /* gemm_release is safe from here on */
     g->packed_a = g->packed_b = NULL;
@@ -109,10 +112,10 @@ static ag_status gemm_prepare(gemm_ctx *g, const mm_plan *pl, size_t elsize) {
     g->la = layout_of(m, k, row_stride(pl->a), col_stride(pl->a));
     g->lb = layout_of(k, n, row_stride(pl->b), col_stride(pl->b));
     g->lc = layout_of(m, n, row_stride(pl->out), col_stride(pl->out));
-    if (g->lc.trans == CblasTrans) g->lc.direct = false; /* gemm writes C row-major only */
+    if (g->lc.trans == CblasTrans || c_elsize != elsize) g->lc.direct = false; /* row-major C */
     g->tmp_a = g->la.direct ? NULL : malloc((size_t)(m * k) * elsize);
     g->tmp_b = g->lb.direct ? NULL : malloc((size_t)(k * n) * elsize);
-    g->tmp_c = g->lc.direct ? NULL : malloc((size_t)(m * n) * elsize);
+    g->tmp_c = g->lc.direct ? NULL : malloc((size_t)(m * n) * c_elsize);
     if ((!g->la.direct && !g->tmp_a) || (!g->lb.direct && !g->tmp_b) ||
         (!g->lc.direct && !g->tmp_c))
         return cpu_fail(AG_ERR_OUT_OF_MEMORY, "matmul: no memory to pack operands");
@@ -172,7 +175,7 @@ static void gemm_release(gemm_ctx *g) {
             return AG_OK;                                                                          \
         }                                                                                          \
         gemm_ctx g;                                                                                \
-        st = gemm_prepare(&g, &pl, sizeof(T));                                                     \
+        st = gemm_prepare(&g, &pl, sizeof(T), sizeof(T));                                          \
         if (st == AG_OK) for_each_batch(&pl, gemm_batch_##T, &g);                                  \
         gemm_release(&g);                                                                          \
         return st;                                                                                 \
@@ -180,6 +183,55 @@ static void gemm_release(gemm_ctx *g) {
 
 DEFINE_MATMUL_FLOAT(f32, cblas_sgemm)
 DEFINE_MATMUL_FLOAT(f64, cblas_dgemm)
+
+#ifdef AG_CPU_SBGEMM
+static void copy2d_bf16(bf16 *dst, int64_t drs, int64_t dcs, const bf16 *src, int64_t srs,
+                        int64_t scs, int64_t rows, int64_t cols) {
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) dst[i * drs + j * dcs] = src[i * srs + j * scs];
+}
+
+/* mm_batch_fn of bf16: operands packed as for the float dtypes, C in float32 always. */
+static void gemm_batch_bf16(const mm_plan *pl, void *out, const void *a, const void *b, void *ctx) {
+    gemm_ctx *g = ctx;
+    const int64_t m = pl->m, k = pl->k, n = pl->n;
+    const bf16 *pa = a, *pb = b;
+    if (g->tmp_a) {
+        if (g->packed_a != a)
+            copy2d_bf16(g->tmp_a, k, 1, pa, row_stride(pl->a), col_stride(pl->a), m, k);
+        g->packed_a = a;
+        pa = g->tmp_a;
+    }
+    if (g->tmp_b) {
+        if (g->packed_b != b)
+            copy2d_bf16(g->tmp_b, n, 1, pb, row_stride(pl->b), col_stride(pl->b), k, n);
+        g->packed_b = b;
+        pb = g->tmp_b;
+    }
+    float *c = g->tmp_c;
+    cblas_sbgemm(CblasRowMajor, g->la.trans, g->lb.trans, (blasint)m, (blasint)n, (blasint)k, 1,
+                 (const bfloat16 *)pa, g->la.ld, (const bfloat16 *)pb, g->lb.ld, 0, c, (blasint)n);
+    bf16 *o = out;
+    const int64_t ors = row_stride(pl->out), ocs = col_stride(pl->out);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) o[i * ors + j * ocs].bits = ag_f32_to_bf16(c[i * n + j]);
+}
+
+static ag_status matmul_bf16(const ag_kernel_args *args) {
+    mm_plan pl;
+    ag_status st = plan_matmul(&pl, args, AG_BF16);
+    if (st != AG_OK || pl.batch.numel == 0 || pl.m == 0 || pl.n == 0) return st;
+    if (pl.k == 0) {
+        for_each_batch(&pl, zero_batch, NULL);
+        return AG_OK;
+    }
+    gemm_ctx g;
+    st = gemm_prepare(&g, &pl, sizeof(bf16), sizeof(float));
+    if (st == AG_OK) for_each_batch(&pl, gemm_batch_bf16, &g);
+    gemm_release(&g);
+    return st;
+}
+#endif
 
 /* One i64 batch element, split by rows of the output. */
 typedef struct i64_job {
@@ -224,5 +276,8 @@ static ag_status matmul_i64(const ag_kernel_args *args) {
 
 const cpu_kernel_entry cpu_matmul_kernels[] = {
     CPU_ENTRY_FI("matmul", matmul),
+#ifdef AG_CPU_SBGEMM
+    CPU_ENTRY("matmul", matmul, bf16),
+#endif
     {NULL, AG_F32, NULL},
 };

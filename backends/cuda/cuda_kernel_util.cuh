@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include "cuda_internal.h"
 #include "../common/kernel_checks.h"
 
@@ -100,6 +101,89 @@ static __global__ void cu_copy(const T *src, T *dst, cu_views<2> w, long long co
         cu_offsets(w, i, off);
         dst[off[1]] = src[off[0]];
     }
+}
+
+/* ---- float16 and bfloat16: include/ag/half.h bit for bit, with integer operations ---- */
+
+/* Elements of float16 and bfloat16 tensors: their 16 bits, which the functions below convert
+ * (no cuda_fp16.h, so that the cudaemu build compiles the same code with the host C++
+ * compiler). Distinct types, so that kernel templates tell the two formats apart. */
+struct cu_f16 {
+    unsigned short bits;
+};
+struct cu_bf16 {
+    unsigned short bits;
+};
+
+/* The bits of a float32, and the float32 of some bits. */
+__host__ __device__ __forceinline__ unsigned int cu_f32_bits(float f) {
+#ifdef __CUDA_ARCH__
+    return __float_as_uint(f);
+#else
+    unsigned int u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+#endif
+}
+__host__ __device__ __forceinline__ float cu_f32_from_bits(unsigned int u) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+#endif
+}
+
+/* bfloat16 (float32's top 16 bits) -> float32, exactly. */
+__host__ __device__ __forceinline__ float cu_bf16_to_f32(cu_bf16 h) {
+    return cu_f32_from_bits((unsigned int)h.bits << 16);
+}
+
+/* float32 -> bfloat16, round to nearest even; NaN stays a quiet NaN. */
+__host__ __device__ __forceinline__ cu_bf16 cu_f32_to_bf16(float f) {
+    unsigned int u = cu_f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return cu_bf16{(unsigned short)((u >> 16) | 0x0040u)};
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return cu_bf16{(unsigned short)(u >> 16)};
+}
+
+/* IEEE binary16 -> float32, exactly; a subnormal is normalised with shifts, so that no float
+ * arithmetic (nor flushing to zero) is involved. */
+__host__ __device__ __forceinline__ float cu_f16_to_f32(cu_f16 h) {
+    const unsigned int sign = (unsigned int)(h.bits & 0x8000u) << 16, e = (h.bits >> 10) & 0x1fu;
+    unsigned int man = h.bits & 0x3ffu;
+    if (e == 0x1fu) return cu_f32_from_bits(sign | 0x7f800000u | (man << 13)); /* inf, NaN */
+    if (e != 0) return cu_f32_from_bits(sign | ((e + 112u) << 23) | (man << 13));
+    if (man == 0) return cu_f32_from_bits(sign); /* +-0 */
+    /* Subnormal man * 2^-24: shift the leading 1 up to bit 10 (the implicit bit). */
+    unsigned int fe = 113u;
+    while (!(man & 0x400u)) {
+        man <<= 1;
+        fe--;
+    }
+    return cu_f32_from_bits(sign | (fe << 23) | ((man & 0x3ffu) << 13));
+}
+
+/* float32 -> IEEE binary16, round to nearest even; overflow gives infinity, NaN stays a
+ * quiet NaN, results below the smallest subnormal round to zero. */
+__host__ __device__ __forceinline__ cu_f16 cu_f32_to_f16(float f) {
+    const unsigned int u = cu_f32_bits(f);
+    const unsigned short sign = (unsigned short)((u >> 16) & 0x8000u);
+    const unsigned int a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return cu_f16{(unsigned short)(sign | 0x7e00u)};  /* NaN */
+    if (a >= 0x477ff000u) return cu_f16{(unsigned short)(sign | 0x7c00u)}; /* past 65504: inf */
+    if (a >= 0x38800000u) { /* normal in binary16: round at bit 13, rebias 127 -> 15 */
+        const unsigned int rounded = a + 0xfffu + ((a >> 13) & 1u);
+        return cu_f16{(unsigned short)(sign | ((rounded - 0x38000000u) >> 13))};
+    }
+    if (a < 0x33000000u) return cu_f16{sign}; /* below 2^-25: zero */
+    /* Subnormal: the value in units of 2^-24, rounded to nearest even. */
+    const unsigned int fe = a >> 23, man = (a & 0x7fffffu) | 0x800000u, shift = 126u - fe;
+    unsigned int q = man >> shift;
+    const unsigned int rest = man & ((1u << shift) - 1u), mid = 1u << (shift - 1u);
+    if (rest > mid || (rest == mid && (q & 1u))) q++;
+    return cu_f16{(unsigned short)(sign | q)};
 }
 
 /* float and double overloads NAME(x) of a one-argument function: F32 for float, F64 for

@@ -17,9 +17,10 @@
 
 #include "cuda_kernel_util.cuh"
 
-/* Key dtype sets of the table. */
-#define DT_F  ((1u << AG_F32) | (1u << AG_F64))
-#define DT_FI (DT_F | (1u << AG_I64))
+/* Key dtype sets of the table; copy also converts to and from float16 and bfloat16. */
+#define DT_F    ((1u << AG_F32) | (1u << AG_F64))
+#define DT_FI   (DT_F | (1u << AG_I64))
+#define DT_COPY (DT_FI | (1u << AG_F16) | (1u << AG_BF16))
 
 /* ---- scalar helpers ---- */
 
@@ -219,19 +220,52 @@ template <typename T> struct where_op {
     }
 };
 
-/* copy: the input converted to TO (any input type; see ew_to_i64 for i64). */
+/* An element as a number: float16 and bfloat16 widen to float exactly. */
+template <typename T> __device__ __forceinline__ T ew_number(T x) {
+    return x;
+}
+__device__ __forceinline__ float ew_number(cu_f16 x) {
+    return cu_f16_to_f32(x);
+}
+__device__ __forceinline__ float ew_number(cu_bf16 x) {
+    return cu_bf16_to_f32(x);
+}
+
+/* copy: the input converted to TO (any input type; see ew_to_i64 for i64). To float16 and
+ * bfloat16 through float32 (float64 and int64 round to float32 first, as PyTorch does), as
+ * include/ag/half.h rounds; within one dtype the bits are kept. */
 template <typename TO> struct convert_op {
     static constexpr int arity = 1;
     explicit convert_op(const ag_attrs *) {}
     template <typename TI> __device__ TO operator()(TI x) const {
-        return (TO)x;
+        return (TO)ew_number(x);
     }
 };
 template <> struct convert_op<long long> {
     static constexpr int arity = 1;
     explicit convert_op(const ag_attrs *) {}
     template <typename TI> __device__ long long operator()(TI x) const {
-        return ew_to_i64(x);
+        return ew_to_i64(ew_number(x));
+    }
+};
+template <> struct convert_op<cu_f16> {
+    static constexpr int arity = 1;
+    explicit convert_op(const ag_attrs *) {}
+    template <typename TI> __device__ cu_f16 operator()(TI x) const {
+        return cu_f32_to_f16((float)ew_number(x));
+    }
+    __device__ cu_f16 operator()(cu_f16 x) const {
+        return x;
+    }
+};
+template <> struct convert_op<cu_bf16> {
+    static constexpr int arity = 1;
+    explicit convert_op(const ag_attrs *) {}
+    template <typename TI> __device__ cu_bf16 operator()(TI x) const {
+        return cu_f32_to_bf16((float)ew_number(x));
+    }
+    __device__ cu_bf16 operator()(cu_bf16 x) const {
+        return x;
     }
 };
 
@@ -396,7 +430,7 @@ static ag_status launch_map(const ag_kernel_args *args, const char *name, const 
 
 /* Checks a map call of n_inputs inputs and one output: the key dtype (the output's) among
  * `dtypes`, every input of the output's shape and of its dtype, except that copy's input
- * (`convert`) may be any of f32, f64 and i64. */
+ * (`convert`) may be any of f32, f64, i64, f16 and bf16. */
 static ag_status check_map(const ag_kernel_args *args, const char *name, int n_inputs,
                            uint32_t dtypes, bool convert) {
     /* The dtypes the tensors must have, read only from a block that cu_check_call will
@@ -414,7 +448,7 @@ static ag_status check_map(const ag_kernel_args *args, const char *name, int n_i
     const ag_kernel_tensor *out = &args->outputs[0];
     for (int i = 0; i < n_inputs; i++) {
         const ag_kernel_tensor *in = &args->inputs[i];
-        if (convert && in->dtype != AG_F32 && in->dtype != AG_F64 && in->dtype != AG_I64)
+        if (convert && ((unsigned)in->dtype >= 32 || !(DT_COPY & (1u << in->dtype))))
             return cu_fail(AG_ERR_DTYPE, "%s: cannot convert %s to %s", name,
                            ag_dtype_name(in->dtype), ag_dtype_name(key));
         if (!ag_kt_same_shape(in, out)) {
@@ -495,20 +529,28 @@ template <typename TO> static ag_status copy_to(const ag_kernel_args *args) {
         return launch_map<TO, float>(args, "copy", convert_op<TO>(args->attrs));
     case AG_F64:
         return launch_map<TO, double>(args, "copy", convert_op<TO>(args->attrs));
+    case AG_F16:
+        return launch_map<TO, cu_f16>(args, "copy", convert_op<TO>(args->attrs));
+    case AG_BF16:
+        return launch_map<TO, cu_bf16>(args, "copy", convert_op<TO>(args->attrs));
     default: /* AG_I64: check_map accepted nothing else */
         return launch_map<TO, long long>(args, "copy", convert_op<TO>(args->attrs));
     }
 }
 
-/* copy: out (key dtype) = in converted from f32, f64 or i64. */
+/* copy: out (key dtype) = in converted from f32, f64, i64, f16 or bf16. */
 static ag_status copy_entry(const ag_kernel_args *args) {
-    const ag_status st = check_map(args, "copy", 1, DT_FI, true);
+    const ag_status st = check_map(args, "copy", 1, DT_COPY, true);
     if (st != AG_OK) return st;
     switch (args->outputs[0].dtype) {
     case AG_F32:
         return copy_to<float>(args);
     case AG_F64:
         return copy_to<double>(args);
+    case AG_F16:
+        return copy_to<cu_f16>(args);
+    case AG_BF16:
+        return copy_to<cu_bf16>(args);
     default:
         return copy_to<long long>(args);
     }
@@ -528,7 +570,7 @@ static ag_status arange_entry(const ag_kernel_args *args) {
 #define MAP_ENTRY_ROW(NAME, DTYPES) {#NAME, DTYPES, NAME##_entry},
 extern "C" const cu_kernel_entry cu_elementwise_kernels[] = {
     MAP_KERNELS(MAP_ENTRY_ROW) /* neg ... fill */
-    {"copy", DT_FI, copy_entry},
+    {"copy", DT_COPY, copy_entry},
     {"arange", DT_FI, arange_entry},
     {NULL, 0, NULL},
 };

@@ -74,7 +74,8 @@ void ocl_memory_shutdown(void);
  * Programs are built once per (source, dtype, defines, device) and cached in memory, and
  * on disk under AG_OPENCL_CACHE_DIR when it is set. A build failure is AG_ERR_INTERNAL
  * with the build log in the message. The kernel object is owned by the cache.
- * Details: T and T_ID come as build options "-D T=float -D T_ID=0" (double 1, long 2);
+ * Details: T and T_ID come as build options "-D T=float -D T_ID=0" (double 1, long 2;
+ * float16 and bfloat16 are their bits, "-D T=ushort" with T_ID 3 and 4);
  * extra_defines is appended to the build options, e.g. "-D TILE=16". `source` must be one
  * of the never-changing ocl_source_* arrays: the kernel cache knows it by its address. The
  * cl_kernel returned belongs to the calling thread (clSetKernelArg is not thread-safe),

@@ -12,13 +12,18 @@ extern const char ocl_source_elementwise[];
 
 #define DT_F  ((1u << AG_F32) | (1u << AG_F64))
 #define DT_FI (DT_F | (1u << AG_I64))
+/* copy's: also float16 and bfloat16, converted with integer operations (elementwise.cl). */
+#define DT_COPY (DT_FI | (1u << AG_F16) | (1u << AG_BF16))
 
 /* Most work items of one launch; the kernels loop over the rest (grid stride). */
 #define MAX_GLOBAL ((size_t)1 << 20)
 
-/* OpenCL C type name of a dtype, as the programs see it. */
+/* OpenCL C type name of a dtype, as the programs see it (float16, bfloat16: their bits). */
 static const char *cl_type_of(ag_dtype dtype) {
-    return dtype == AG_F32 ? "float" : dtype == AG_F64 ? "double" : "long";
+    return dtype == AG_F32   ? "float"
+           : dtype == AG_F64 ? "double"
+           : dtype == AG_I64 ? "long"
+                             : "ushort";
 }
 
 /* A scalar kernel argument of the key dtype (or cl_long / cl_double where noted). */
@@ -28,6 +33,7 @@ typedef struct scalar_arg {
         cl_float f32;
         cl_double f64;
         cl_long i64;
+        cl_ushort u16; /* float16 / bfloat16 bits */
     } v;
 } scalar_arg;
 
@@ -41,10 +47,15 @@ static scalar_arg scalar_double(double x) {
     return s;
 }
 
-/* A value in `dtype`: floats from real, i64 from integer. */
+/* A value in `dtype`: floats from real, i64 from integer; float16 and bfloat16 (whose
+ * kernels read no scalar) get zero bits of their size. */
 static scalar_arg scalar_of(ag_dtype dtype, double real, int64_t integer) {
     if (dtype == AG_I64) return scalar_long(integer);
     if (dtype == AG_F64) return scalar_double(real);
+    if (dtype == AG_F16 || dtype == AG_BF16) {
+        scalar_arg s = {sizeof(cl_ushort), {.u16 = 0}};
+        return s;
+    }
     scalar_arg s = {sizeof(cl_float), {.f32 = (cl_float)real}};
     return s;
 }
@@ -94,9 +105,9 @@ static ag_status check_map(const ag_kernel_args *args, const char *name, int n_i
     for (int i = 0; i < n_inputs; i++) {
         const ag_kernel_tensor *in = &args->inputs[i];
         if ((st = check_tensor(name, in, roles[i])) != AG_OK) return st;
-        const bool dtype_ok =
-            any_input_dtype ? in->dtype == AG_F32 || in->dtype == AG_F64 || in->dtype == AG_I64
-                            : in->dtype == out->dtype;
+        const bool dtype_ok = any_input_dtype
+                                  ? (unsigned)in->dtype < 32 && (DT_COPY & (1u << in->dtype))
+                                  : in->dtype == out->dtype;
         if (!dtype_ok)
             return ocl_fail(AG_ERR_DTYPE, "%s: %s is %s, the output %s", name, roles[i],
                             ag_dtype_name(in->dtype), ag_dtype_name(out->dtype));
@@ -218,9 +229,10 @@ static ag_status run_binary(const ag_kernel_args *args, const char *name, const 
 UNARY_OPS(DEFINE_UNARY)
 BINARY_OPS(DEFINE_BINARY)
 
-/* copy: out (key dtype) = in converted from f32, f64 or i64. */
+/* copy: out (key dtype) = in converted from f32, f64, i64, f16 or bf16 (to and from the 16-bit
+ * types bit for bit as include/ag/half.h). */
 static ag_status k_copy(const ag_kernel_args *args) {
-    const ag_status st = check_map(args, "copy", 1, DT_FI, true);
+    const ag_status st = check_map(args, "copy", 1, DT_COPY, true);
     if (st != AG_OK) return st;
     const ag_dtype from = args->inputs[0].dtype;
     char defines[64];
@@ -277,7 +289,7 @@ static ag_status k_arange(const ag_kernel_args *args) {
 const ocl_kernel_entry ocl_elementwise_kernels[] = {
     UNARY_OPS(ENTRY)  /* neg ... clamp */
     BINARY_OPS(ENTRY) /* add ... ge */
-    {"copy", DT_FI, k_copy},
+    {"copy", DT_COPY, k_copy},
     {"where", DT_FI, k_where},
     {"fill", DT_FI, k_fill},
     {"arange", DT_FI, k_arange},

@@ -84,6 +84,9 @@ static const char *cl_type(ag_dtype dtype) {
         return "double";
     case AG_I64:
         return "long";
+    case AG_F16:
+    case AG_BF16:
+        return "ushort"; /* the bits; kernels convert them (elementwise.cl) */
     default:
         return NULL;
     }

@@ -234,6 +234,22 @@ typedef void (*ag_post_accumulate_hook_fn)(ag_tensor *leaf, void *user);
 uint64_t ag_register_post_accumulate_grad_hook(ag_tensor *leaf, ag_post_accumulate_hook_fn fn,
                                                void *user);
 
+/* ---- mixed precision: autocast (docs/amp.md) ------------------------------------------- */
+
+/* This thread's autocast region (torch.autocast). */
+typedef struct ag_autocast {
+    bool enabled;   /* inside a region */
+    ag_dtype dtype; /* AG_F16 or AG_BF16: what matmul and linear compute in */
+} ag_autocast;
+
+/* Sets this thread's autocast state (enabled false leaves the region) and stores the one it
+ * replaces in *previous (may be NULL) so that it can be restored. Inside a region matmul and
+ * linear run in state.dtype; softmax, log_softmax, layer_norm, cross_entropy, exp, log, pow
+ * and sum in float32; other ops in their inputs' dtype. Backward is not affected. */
+ag_status ag_autocast_set(ag_autocast state, ag_autocast *previous);
+/* This thread's autocast state. */
+ag_autocast ag_autocast_get(void);
+
 /* ---- forward-mode AD (torch.autograd.forward_ad; docs/forward-ad.md) ---------------------
  * Inside a dual level, a tensor may carry a tangent; every op then also computes its
  * output's tangent (a Jacobian-vector product), so one forward pass gives J v. Tangents are

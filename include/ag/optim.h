@@ -56,6 +56,9 @@ ag_status ag_optimizer_zero_grad(ag_optimizer *opt, bool set_to_none);
 double ag_optimizer_lr(const ag_optimizer *opt);
 /* Sets the learning rate (schedulers call this). */
 void ag_optimizer_set_lr(ag_optimizer *opt, double lr);
+/* Writes up to capacity of the parameters it updates (names as given at creation) into out;
+ * returns how many it has (-1 for a NULL optimizer). Borrowed. */
+int ag_optimizer_parameters(const ag_optimizer *opt, ag_named_tensor *out, int capacity);
 /* Writes up to capacity named state tensors ("0.exp_avg", "0.step", ...; step counts as
  * float64 0-dim tensors) into out; returns how many there are. Borrowed. */
 int ag_optimizer_state(const ag_optimizer *opt, ag_named_tensor *out, int capacity);
@@ -84,6 +87,48 @@ ag_scheduler *ag_sequential_lr_new(ag_optimizer *opt, int n, ag_scheduler *const
 ag_status ag_scheduler_step(ag_scheduler *s);
 /* Frees a scheduler (and the ones it owns). NULL is ignored. */
 void ag_scheduler_free(ag_scheduler *s);
+
+/* ---- loss scaling for float16 training (torch.amp.GradScaler; docs/amp.md) ---- */
+
+/* A gradient scaler (opaque). */
+typedef struct ag_grad_scaler ag_grad_scaler;
+
+/* GradScaler settings (PyTorch's defaults from ag_grad_scaler_defaults). */
+typedef struct ag_grad_scaler_options {
+    double init_scale;       /* 65536 */
+    double growth_factor;    /* 2.0: the scale grows by it after growth_interval good steps */
+    double backoff_factor;   /* 0.5: and shrinks by it after a step with inf/NaN gradients */
+    int64_t growth_interval; /* 2000 */
+    bool enabled;            /* true; false makes every call a pass-through */
+} ag_grad_scaler_options;
+
+/* init_scale 65536, growth 2, backoff 0.5, interval 2000, enabled. */
+ag_grad_scaler_options ag_grad_scaler_defaults(void);
+/* A scaler with options (NULL: the defaults); NULL with an error for bad options. */
+ag_grad_scaler *ag_grad_scaler_new(const ag_grad_scaler_options *options);
+/* Frees a scaler. NULL is ignored. */
+void ag_grad_scaler_free(ag_grad_scaler *s);
+/* loss * scale (an op result, differentiable), to call backward on. */
+ag_tensor *ag_grad_scaler_scale(ag_grad_scaler *s, ag_tensor *loss);
+/* unscale_: divides opt's gradients by the scale and records whether any is inf/NaN. Once
+ * per optimizer between updates: a second call is an error, as after step. */
+ag_status ag_grad_scaler_unscale(ag_grad_scaler *s, ag_optimizer *opt);
+/* Unscales opt's gradients if not done yet, then steps opt unless a gradient was inf/NaN;
+ * *stepped (may be NULL) tells which. A second step before update is an error. */
+ag_status ag_grad_scaler_step(ag_grad_scaler *s, ag_optimizer *opt, bool *stepped);
+/* Ends the iteration: backoff after an inf/NaN, growth after growth_interval good steps in
+ * a row. Error if no optimizer was unscaled or stepped since the last update. */
+ag_status ag_grad_scaler_update(ag_grad_scaler *s);
+/* The current scale (float32 arithmetic, as PyTorch's scale tensor). */
+double ag_grad_scaler_scale_value(const ag_grad_scaler *s);
+/* Good steps since the last growth or backoff. */
+int64_t ag_grad_scaler_growth_tracker(const ag_grad_scaler *s);
+/* The state to checkpoint: "scale" (float32 0-dim) and "growth_tracker" (int64 0-dim),
+ * new references owned like op results; returns 2, or -1 on error. */
+int ag_grad_scaler_state(const ag_grad_scaler *s, ag_named_tensor out[2]);
+/* Restores "scale" and "growth_tracker" from n named tensors (other names are ignored; both
+ * must be present). */
+ag_status ag_grad_scaler_load_state(ag_grad_scaler *s, int n, const ag_named_tensor *state);
 
 #ifdef __cplusplus
 }

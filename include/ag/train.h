@@ -16,6 +16,12 @@
 extern "C" {
 #endif
 
+/* Networks ag_train_model_new builds. */
+enum {
+    AG_TRAIN_MLP = 0, /* §P's MLP (the default) */
+    AG_TRAIN_CNN = 1  /* a LeNet-5 style convolutional net (docs/training.md) */
+};
+
 /* Hyperparameters of a run (§P's values from ag_train_defaults). */
 typedef struct ag_train_config {
     int64_t in_features;    /* 784: flattened 28x28 images */
@@ -29,13 +35,21 @@ typedef struct ag_train_config {
     double label_smoothing; /* 0.1 */
     int64_t warmup_steps;   /* 0: linear warm-up steps before the cosine annealing */
     uint64_t seed;          /* 0: parameter initialisation and shuffling */
+    int model;              /* AG_TRAIN_MLP (0, default) or AG_TRAIN_CNN */
+    ag_dtype amp;           /* AG_F32 (off); AG_BF16 or AG_F16: the forward under autocast,
+                               and for float16 the loss scaled by a GradScaler */
 } ag_train_config;
 
 /* §P's hyperparameters (see the field comments). */
 ag_train_config ag_train_defaults(void);
 
-/* §P's network as a Sequential: Linear(in, hidden), GELU, Linear(hidden, hidden), GELU,
- * LayerNorm(hidden), Linear(hidden, classes); parameters "0.weight" ... "5.bias". */
+/* The network config->model names, as a Sequential. AG_TRAIN_MLP, §P's: Linear(in, hidden),
+ * GELU, Linear(hidden, hidden), GELU, LayerNorm(hidden), Linear(hidden, classes);
+ * parameters "0.weight" ... "5.bias". AG_TRAIN_CNN (in a square side*side, hidden unused):
+ * Unflatten to [1, side, side], Conv2d(1, 6, 5, padding 2, no bias), BatchNorm2d(6), ReLU,
+ * MaxPool2d(2), Conv2d(6, 16, 5, no bias), BatchNorm2d(16), ReLU, MaxPool2d(2), Flatten,
+ * Linear(16*s*s, 120), ReLU, Linear(120, 84), ReLU, Linear(84, classes) with
+ * s = (side/2 - 4)/2 (5 for 28x28 images). */
 ag_module *ag_train_model_new(const ag_train_config *config, ag_generator *gen);
 
 /* A model with its optimizer and schedule. Fields are readable; the trainer owns them. */
@@ -47,6 +61,7 @@ typedef struct ag_trainer {
     int n_params;                  /* entries of params */
     ag_named_tensor *params;       /* the model's parameters (borrowed from it) */
     ag_cross_entropy_options loss; /* mean, label smoothing from config */
+    ag_grad_scaler *scaler;        /* float16 AMP's loss scaler, else NULL */
 } ag_trainer;
 
 /* Builds the model, AdamW and, when total_steps > 0, the learning-rate schedule over

@@ -15,13 +15,15 @@ extern "C" {
 /* Most dimensions a tensor may have. */
 #define AG_MAX_DIMS 8
 
-/* Element types. The numbering is ABI; float16/bfloat16 are reserved for later. */
+/* Element types. The numbering is ABI. float16 and bfloat16 are storage types: ops on
+ * them compute in float32 (a backend may add low-precision kernels; where it has none the
+ * core converts, docs/amp.md), and include/ag/half.h converts their values. */
 typedef enum ag_dtype {
     AG_F32 = 0,    /* IEEE 754 binary32 */
     AG_F64 = 1,    /* IEEE 754 binary64 */
     AG_I64 = 2,    /* signed 64-bit integer (indices, counts) */
-    AG_F16 = 3,    /* reserved: IEEE 754 binary16, no kernels yet */
-    AG_BF16 = 4,   /* reserved: bfloat16, no kernels yet */
+    AG_F16 = 3,    /* IEEE 754 binary16 */
+    AG_BF16 = 4,   /* bfloat16: float32's top 16 bits */
     AG_DTYPE_COUNT /* number of dtype slots; not a dtype */
 } ag_dtype;
 
@@ -56,10 +58,13 @@ typedef struct ag_attrs {
     double reals[8]; /* floating attributes: scalars, epsilons, bounds, optimizer settings */
 } ag_attrs;
 
-/* Bytes per element of a dtype (0 for reserved dtypes without storage yet). Inline, so
- * backends and plugins use it without linking libag. */
+/* Bytes per element of a dtype (0 for a value that is no dtype). Inline, so backends and
+ * plugins use it without linking libag. */
 static inline size_t ag_dtype_size(ag_dtype dtype) {
-    return dtype == AG_F32 ? 4 : dtype == AG_F64 || dtype == AG_I64 ? 8 : 0;
+    return dtype == AG_F32                       ? 4
+           : dtype == AG_F64 || dtype == AG_I64  ? 8
+           : dtype == AG_F16 || dtype == AG_BF16 ? 2
+                                                 : 0;
 }
 
 /* Lower-case name of a dtype ("float32"), or "invalid". Inline, as ag_dtype_size. */

@@ -2,6 +2,7 @@
  * argv[1] or $AG_CPU_BACKEND_LIB) and drives the ABI table directly, with host arrays as
  * buffers (the cpu backend's buffer handles are host pointers). */
 #include "ag/backend.h"
+#include "ag/half.h"
 
 #include <check.h>
 #include <dlfcn.h>
@@ -448,6 +449,133 @@ START_TEST(test_copy_convert) {
     tl = cont(l, AG_I64, 1, SHAPE(3));
     ok("copy", AG_I64, &td, 1, &tl, NULL);
     ck_assert(l[0] == 0 && l[1] == INT64_MAX && l[2] == INT64_MIN);
+}
+END_TEST
+
+/* float -> int64 as copy converts: toward zero, NaN 0, saturating. */
+static int64_t to_i64(double x) {
+    if (isnan(x)) return 0;
+    if (x >= 9223372036854775808.0) return INT64_MAX;
+    if (x < -9223372036854775808.0) return INT64_MIN;
+    return (int64_t)x;
+}
+
+/* copy to and from float16 and bfloat16, bit for bit as include/ag/half.h (the same checks
+ * as test_device_backend.c runs on the device backends). */
+START_TEST(test_copy_half) {
+    /* float32 specials (bits): zeros, float16 subnormals and their ties, 65504 / 65520,
+     * max float, infinities, NaNs (one signalling), bfloat16 ties, 1/3, -2.5, 1e10. */
+    static const uint32_t special[] = {
+        0x00000000, 0x80000000, 0x33800000, 0xb3800000, 0x33000000, 0x33000001, 0x32ffffff,
+        0x33c00000, 0x34200000, 0x387fc000, 0x387ff000, 0x387fe000, 0x38800000, 0x35000000,
+        0x3f801000, 0x3f803000, 0x3f801001, 0x477fe000, 0x477fefff, 0x477ff000, 0xc77ff000,
+        0x7f7fffff, 0xff7fffff, 0x7f800000, 0xff800000, 0x7fc00000, 0xffc00000, 0x7f800001,
+        0x7fbfffff, 0x3f808000, 0x3f818000, 0x3f808001, 0x3f7f8000, 0xbf808000, 0x3eaaaaab,
+        0xc0200000, 0x00000001, 0x807fffff, 0x501502f9, 0xd01502f9, 0x5f000000};
+    enum { NS = sizeof special / sizeof special[0] };
+    float f[NS];
+    uint16_t h[NS], bh[NS];
+    for (int i = 0; i < NS; i++) f[i] = ag_f32_from_bits(special[i]);
+    ag_kernel_tensor tf = cont(f, AG_F32, 1, SHAPE(NS)), th = cont(h, AG_F16, 1, SHAPE(NS)),
+                     tb = cont(bh, AG_BF16, 1, SHAPE(NS));
+    ok("copy", AG_F16, &tf, 1, &th, NULL);
+    ok("copy", AG_BF16, &tf, 1, &tb, NULL);
+    for (int i = 0; i < NS; i++) {
+        ck_assert_msg(h[i] == ag_f32_to_f16(f[i]), "f32 0x%08x -> f16 0x%04x", special[i], h[i]);
+        ck_assert_msg(bh[i] == ag_f32_to_bf16(f[i]), "f32 0x%08x -> bf16 0x%04x", special[i],
+                      bh[i]);
+    }
+    ck_assert(h[4] == 0x0000 && h[7] == 0x0002 && h[8] == 0x0002 && h[11] == 0x0400);
+    ck_assert(h[14] == 0x3c00 && h[15] == 0x3c02 && h[17] == 0x7bff && h[19] == 0x7c00);
+    ck_assert(h[25] == 0x7e00 && bh[27] == 0x7fc0 && bh[29] == 0x3f80 && bh[30] == 0x3f82);
+
+    /* Every 16-bit pattern of both formats to every dtype. */
+    enum { N = 65536 };
+    uint16_t *all = malloc(N * sizeof *all), *same = malloc(N * sizeof *same),
+             *other = malloc(N * sizeof *other);
+    float *fo = malloc(N * sizeof *fo);
+    double *d = malloc(N * sizeof *d);
+    int64_t *l = malloc(N * sizeof *l);
+    ck_assert(all && same && other && fo && d && l);
+    for (int i = 0; i < N; i++) all[i] = (uint16_t)i;
+    for (int bf = 0; bf < 2; bf++) {
+        const ag_dtype from = bf ? AG_BF16 : AG_F16, to16 = bf ? AG_F16 : AG_BF16;
+        ag_kernel_tensor in = cont(all, from, 1, SHAPE(N));
+        ag_kernel_tensor of = cont(fo, AG_F32, 1, SHAPE(N)), od = cont(d, AG_F64, 1, SHAPE(N)),
+                         ol = cont(l, AG_I64, 1, SHAPE(N)), os = cont(same, from, 1, SHAPE(N)),
+                         oo = cont(other, to16, 1, SHAPE(N));
+        ok("copy", AG_F32, &in, 1, &of, NULL);
+        ok("copy", AG_F64, &in, 1, &od, NULL);
+        ok("copy", AG_I64, &in, 1, &ol, NULL);
+        ok("copy", from, &in, 1, &os, NULL);
+        ok("copy", to16, &in, 1, &oo, NULL);
+        for (int i = 0; i < N; i++) {
+            const float want = bf ? ag_bf16_to_f32(all[i]) : ag_f16_to_f32(all[i]);
+            ck_assert_msg(ag_f32_bits(fo[i]) == ag_f32_bits(want), "%s 0x%04x -> f32",
+                          ag_dtype_name(from), i);
+            ck_assert_msg(d[i] == (double)want || (isnan(want) && isnan(d[i])), "%s 0x%04x -> f64",
+                          ag_dtype_name(from), i);
+            ck_assert_msg(l[i] == to_i64(want), "%s 0x%04x -> i64", ag_dtype_name(from), i);
+            ck_assert_msg(same[i] == all[i], "%s 0x%04x kept", ag_dtype_name(from), i);
+            ck_assert_msg(other[i] == (bf ? ag_f32_to_f16(want) : ag_f32_to_bf16(want)),
+                          "%s 0x%04x -> %s", ag_dtype_name(from), i, ag_dtype_name(to16));
+        }
+    }
+    free(all);
+    free(same);
+    free(other);
+    free(fo);
+    free(d);
+    free(l);
+
+    /* float64 and int64 reach 16 bits through float32 (as PyTorch): 1 + 2^-11 + 2^-40
+     * rounds to the float16 tie 1 + 2^-11 first, then to 1.0; 1 + 2^-8 + 2^-30 likewise to
+     * bfloat16's 1.0; int64 2049 ties to 2048 in float16. */
+    const double dv[] = {
+        1.0 + 0x1p-11 + 0x1p-40, 1.0 + 0x1p-8 + 0x1p-30, 65520.0, -1e300, NAN, 1.0 / 3};
+    const int64_t lv[] = {2049, 65520, INT64_MAX, INT64_MIN, 16777217, -33};
+    uint16_t hd[6], hl[6];
+    ag_kernel_tensor td = cont((void *)dv, AG_F64, 1, SHAPE(6)),
+                     tl = cont((void *)lv, AG_I64, 1, SHAPE(6)), thd, thl;
+    for (int bf = 0; bf < 2; bf++) {
+        const ag_dtype to = bf ? AG_BF16 : AG_F16;
+        thd = cont(hd, to, 1, SHAPE(6));
+        thl = cont(hl, to, 1, SHAPE(6));
+        ok("copy", to, &td, 1, &thd, NULL);
+        ok("copy", to, &tl, 1, &thl, NULL);
+        for (int i = 0; i < 6; i++) {
+            const float fd = (float)dv[i], fl = (float)lv[i];
+            ck_assert_uint_eq(hd[i], bf ? ag_f32_to_bf16(fd) : ag_f32_to_f16(fd));
+            ck_assert_uint_eq(hl[i], bf ? ag_f32_to_bf16(fl) : ag_f32_to_f16(fl));
+        }
+        ck_assert_uint_eq(hd[0], bf ? 0x3f80 : 0x3c00);
+        ck_assert_uint_eq(hd[1], bf ? 0x3f80 : 0x3c04);
+        ck_assert_uint_eq(hl[0], bf ? 0x4500 : 0x6800);
+    }
+
+    /* Strided: a transposed float32 input with an offset into every other float16 element,
+     * whose neighbours keep their bits; then that view read transposed into float64. */
+    float m[3 + 5 * 7];
+    for (int i = 0; i < 3 + 5 * 7; i++) m[i] = ag_f32_from_bits(special[i % NS]);
+    uint16_t o16[70];
+    memset(o16, 0xab, sizeof o16);
+    ag_kernel_tensor tin = view(m, AG_F32, 2, SHAPE(7, 5), SHAPE(1, 7), 3),
+                     tout = view(o16, AG_F16, 2, SHAPE(7, 5), SHAPE(10, 2), 1);
+    ok("copy", AG_F16, &tin, 1, &tout, NULL);
+    for (int c = 0; c < 7; c++)
+        for (int r = 0; r < 5; r++) {
+            ck_assert_uint_eq(o16[1 + c * 10 + r * 2], ag_f32_to_f16(m[3 + r * 7 + c]));
+            ck_assert_uint_eq(o16[c * 10 + r * 2], 0xabab);
+        }
+    double d35[35];
+    ag_kernel_tensor tin16 = view(o16, AG_F16, 2, SHAPE(5, 7), SHAPE(2, 10), 1),
+                     t64 = cont(d35, AG_F64, 2, SHAPE(5, 7));
+    ok("copy", AG_F64, &tin16, 1, &t64, NULL);
+    for (int r = 0; r < 5; r++)
+        for (int c = 0; c < 7; c++) {
+            const double want = ag_f16_to_f32(o16[1 + c * 10 + r * 2]);
+            ck_assert(d35[r * 7 + c] == want || (isnan(want) && isnan(d35[r * 7 + c])));
+        }
 }
 END_TEST
 
@@ -1137,6 +1265,7 @@ static Suite *cpu_suite(void) {
     tcase_add_test(t, test_unary_special);
     tcase_add_test(t, test_unary_i64);
     tcase_add_test(t, test_copy_convert);
+    tcase_add_test(t, test_copy_half);
     tcase_add_test(t, test_binary_broadcast);
     tcase_add_test(t, test_binary_compare_minmax);
     tcase_add_test(t, test_where_fill_arange);

@@ -112,9 +112,14 @@ START_TEST(test_kernel_tables) {
     for (size_t i = 0; i < sizeof also_i64 / sizeof also_i64[0]; i++)
         ck_assert_msg(B->get_kernel(also_i64[i], AG_I64, &fn) == AG_OK, "%s int64: %s", also_i64[i],
                       B->last_error());
-    /* Half precision where cuBLAS takes it (the mixed-precision work), nowhere else yet. */
+    /* Half precision where cuBLAS takes it (the mixed-precision work) and in copy, which
+     * converts to and from it (the core computes the rest in float32). */
     ck_assert_int_eq(B->get_kernel("matmul", AG_F16, &fn), AG_OK);
     ck_assert_int_eq(B->get_kernel("matmul", AG_BF16, &fn), AG_OK);
+    ck_assert_int_eq(B->get_kernel("copy", AG_F16, &fn), AG_OK);
+    ck_assert_int_eq(B->get_kernel("copy", AG_BF16, &fn), AG_OK);
+    assert_error(B->get_kernel("exp", AG_F16, &fn), AG_ERR_UNSUPPORTED,
+                 "cuda backend has no kernel 'exp' for float16");
     assert_error(B->get_kernel("exp", AG_I64, &fn), AG_ERR_UNSUPPORTED,
                  "cuda backend has no kernel 'exp' for int64 (it has float32, float64)");
     assert_error(B->get_kernel("nope", AG_F32, &fn), AG_ERR_UNSUPPORTED, "no kernel 'nope'");

@@ -3,13 +3,17 @@
  * {S,D}gemm, their strided batches and GemmEx (float16 and bfloat16 with float
  * accumulation) as plain loops. Arguments are checked as cuBLAS checks them
  * (CUBLAS_STATUS_INVALID_VALUE for a leading dimension too small for its matrix, and so
- * on), which is what tests the backend's choice of transposes and leading dimensions. */
+ * on), which is what tests the backend's choice of transposes and leading dimensions.
+ * float16 and bfloat16 elements convert as include/ag/half.h (round to nearest even, NaN
+ * to a quiet NaN), like every other 16-bit conversion of ag. */
 #include "emu_internal.h"
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <new>
+
+#include "ag/half.h"
 
 /* A cuBLAS handle: nothing to keep, as every call runs when made. */
 struct cublasContext {};
@@ -23,21 +27,39 @@ template <typename A> A load(float x) {
 template <typename A> A load(double x) {
     return (A)x;
 }
+/* The 16 bits of a __half or __nv_bfloat16, and back, through the toolkit's raw structs. */
+uint16_t bits_of(__half x) {
+    return __half_raw(x).x;
+}
+uint16_t bits_of(__nv_bfloat16 x) {
+    return __nv_bfloat16_raw(x).x;
+}
+template <typename H> H of_bits(uint16_t b);
+template <> __half of_bits<__half>(uint16_t b) {
+    __half_raw r;
+    r.x = b;
+    return __half(r);
+}
+template <> __nv_bfloat16 of_bits<__nv_bfloat16>(uint16_t b) {
+    __nv_bfloat16_raw r;
+    r.x = b;
+    return __nv_bfloat16(r);
+}
 template <typename A> A load(__half x) {
-    return (A)__half2float(x);
+    return (A)ag_f16_to_f32(bits_of(x));
 }
 template <typename A> A load(__nv_bfloat16 x) {
-    return (A)__bfloat162float(x);
+    return (A)ag_bf16_to_f32(bits_of(x));
 }
 template <typename T> T store(float x);
 template <> float store<float>(float x) {
     return x;
 }
 template <> __half store<__half>(float x) {
-    return __float2half_rn(x);
+    return of_bits<__half>(ag_f32_to_f16(x));
 }
 template <> __nv_bfloat16 store<__nv_bfloat16>(float x) {
-    return __float2bfloat16_rn(x);
+    return of_bits<__nv_bfloat16>(ag_f32_to_bf16(x));
 }
 template <typename T> T store(double x) {
     return (T)x;

@@ -1,5 +1,6 @@
 /* Prepended to every program of the OpenCL backend. The host defines T (the element type:
- * float, double or long) and T_ID (0 float32, 1 float64, 2 int64) before this file. */
+ * float, double, long, or ushort holding the bits of float16 / bfloat16) and T_ID (0
+ * float32, 1 float64, 2 int64, 3 float16, 4 bfloat16) before this file. */
 #if T_ID == 1
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 #endif

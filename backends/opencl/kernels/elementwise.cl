@@ -4,7 +4,9 @@
  * (ag_unary) or -D BOP=B_<op> (ag_binary), one program per op and dtype. Optional defines:
  * IN_T / IN_ID (input type of ag_unary, for copy; default T) and AG_FP64 (the device has
  * fp64: float32 arange then computes in double, as the cpu backend does). Every kernel walks
- * its n elements with a grid-stride loop, so any global size works. */
+ * its n elements with a grid-stride loop, so any global size works. float16 and bfloat16
+ * (T_ID / IN_ID 3 and 4) are ushort bits that only copy converts, with integer operations
+ * (no cl_khr_fp16), bit for bit as include/ag/half.h. */
 #ifndef IN_T
 #define IN_T  T
 #define IN_ID T_ID
@@ -15,7 +17,7 @@
 /* No fused multiply-add: results round as the cpu backend's. */
 #pragma OPENCL FP_CONTRACT OFF
 
-#define EW_IS_FLOAT (T_ID != 2)
+#define EW_IS_FLOAT (T_ID == 0 || T_ID == 1) /* float32, float64 */
 /* True for NaN; always false for integers. */
 #define EW_ISNAN(x) ((x) != (x))
 
@@ -61,17 +63,92 @@ inline T ew_clamp(T x, T lo, T hi, long has_lo, long has_hi) {
     return x;
 }
 
+/* ---- float16 and bfloat16: include/ag/half.h ported to integer operations ---- */
+
+/* bfloat16 (float32's top 16 bits) -> float32, exactly. */
+inline float ew_bf16_to_f32(ushort h) {
+    return as_float((uint)h << 16);
+}
+
+/* float32 -> bfloat16, round to nearest even; NaN stays a quiet NaN. */
+inline ushort ew_f32_to_bf16(float f) {
+    uint u = as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x0040u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (ushort)(u >> 16);
+}
+
+/* IEEE binary16 -> float32, exactly; a subnormal is normalised with shifts, so no float
+ * arithmetic (or a device's denormal flushing) is involved. */
+inline float ew_f16_to_f32(ushort h) {
+    const uint sign = (uint)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu;
+    uint man = h & 0x3ffu;
+    if (e == 0x1fu) return as_float(sign | 0x7f800000u | (man << 13)); /* inf, NaN */
+    if (e != 0) return as_float(sign | ((e + 112u) << 23) | (man << 13));
+    if (man == 0) return as_float(sign); /* +-0 */
+    /* Subnormal man * 2^-24: shift the leading 1 up to bit 10 (the implicit bit). */
+    uint fe = 113u;
+    while (!(man & 0x400u)) {
+        man <<= 1;
+        fe--;
+    }
+    return as_float(sign | (fe << 23) | ((man & 0x3ffu) << 13));
+}
+
+/* float32 -> IEEE binary16, round to nearest even; overflow gives infinity, NaN stays a
+ * quiet NaN, results below the smallest subnormal round to zero. */
+inline ushort ew_f32_to_f16(float f) {
+    const uint u = as_uint(f);
+    const ushort sign = (ushort)((u >> 16) & 0x8000u);
+    const uint a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (ushort)(sign | 0x7e00u);  /* NaN */
+    if (a >= 0x477ff000u) return (ushort)(sign | 0x7c00u); /* rounds past 65504: inf */
+    if (a >= 0x38800000u) {                                /* normal in binary16 */
+        const uint rounded = a + 0xfffu + ((a >> 13) & 1u);
+        return (ushort)(sign | ((rounded - 0x38000000u) >> 13));
+    }
+    if (a < 0x33000000u) return sign; /* below 2^-25: zero */
+    /* Subnormal: the value in units of 2^-24, rounded to nearest even. */
+    const uint fe = a >> 23, man = (a & 0x7fffffu) | 0x800000u;
+    const uint shift = 126u - fe;
+    uint q = man >> shift;
+    const uint rest = man & ((1u << shift) - 1u), mid = 1u << (shift - 1u);
+    if (rest > mid || (rest == mid && (q & 1u))) q++;
+    return (ushort)(sign | q);
+}
+
+/* The input as a number: float16 and bfloat16 widen to float exactly. */
+#if IN_ID == 3
+#define IN_NUM_T     float
+#define EW_IN_NUM(x) ew_f16_to_f32(x)
+#elif IN_ID == 4
+#define IN_NUM_T     float
+#define EW_IN_NUM(x) ew_bf16_to_f32(x)
+#else
+#define IN_NUM_T     IN_T
+#define EW_IN_NUM(x) (x)
+#endif
+
 /* Conversion of the input type to T: float -> i64 truncates toward zero, NaN gives 0 and
- * out-of-range values saturate; everything else is a plain conversion. */
+ * out-of-range values saturate; -> float16 / bfloat16 goes through float32 (float64 and
+ * int64 round to float32 first, as PyTorch does) and rounds to nearest even; a copy within
+ * one dtype keeps the bits; everything else is a plain conversion. */
 #if T_ID == 2 && IN_ID != 2
-inline T ew_convert(IN_T x) {
+inline T ew_convert(IN_T in) {
+    const IN_NUM_T x = EW_IN_NUM(in);
     if (EW_ISNAN(x)) return 0;
-    if (x >= (IN_T)0x1p63) return LONG_MAX;
-    if (x < (IN_T)-0x1p63) return LONG_MIN;
+    if (x >= (IN_NUM_T)0x1p63) return LONG_MAX;
+    if (x < (IN_NUM_T)-0x1p63) return LONG_MIN;
     return (T)x;
 }
+#elif T_ID == IN_ID
+#define ew_convert(x) (x)
+#elif T_ID == 3
+#define ew_convert(x) ew_f32_to_f16((float)EW_IN_NUM(x))
+#elif T_ID == 4
+#define ew_convert(x) ew_f32_to_bf16((float)EW_IN_NUM(x))
 #else
-#define ew_convert(x) ((T)(x))
+#define ew_convert(x) ((T)EW_IN_NUM(x))
 #endif
 
 /* ---- scalar ops: U_*(x, p0, p1, i0, i1) for ag_unary, B_*(a, b) for ag_binary ---- */
