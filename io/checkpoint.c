@@ -1,14 +1,15 @@
 /* Checkpoints: a model's parameters and buffers (running statistics) under their
- * state-dict names ("0.weight", "1.running_mean") and an
- * optimizer's state under "optimizer.<name>", in one safetensors file. Loading is strict
- * like PyTorch's load_state_dict: every parameter present with its shape and dtype, no
+ * state-dict names ("0.weight", "1.running_mean"), an optimizer's state under
+ * "optimizer.<name>" and a GradScaler's under "scaler.<name>", in one safetensors file. Loading is
+ * strict like PyTorch's load_state_dict: every parameter present with its shape and dtype, no
  * unknown entries, and nothing is changed unless everything checks out. */
 #include <stdlib.h>
 #include <string.h>
 #include "ag/io.h"
 #include "../core/internal.h"
 
-#define OPT_PREFIX "optimizer."
+#define OPT_PREFIX    "optimizer."
+#define SCALER_PREFIX "scaler."
 
 /* A module's state-dict entries, its named parameters then its buffers (malloc'd array
  * with room for `extra` more entries; names and tensors borrowed) into *out. Below,
@@ -26,24 +27,29 @@ static ag_status model_params(const ag_module *model, int extra, int *n, ag_name
     return AG_OK;
 }
 
-/* Saves a model and optionally its optimizer (see io.h). */
-ag_status ag_checkpoint_save(const char *path, const ag_module *model, const ag_optimizer *opt) {
+/* Saves a model, optionally its optimizer and GradScaler (see io.h). */
+ag_status ag_checkpoint_save_with_scaler(const char *path, const ag_module *model,
+                                         const ag_optimizer *opt, const ag_grad_scaler *scaler) {
     if (!path || !model)
         return ag__error(AG_ERR_INVALID_ARG, "ag_checkpoint_save: path or model is NULL");
-    int n_params = 0, n_state = opt ? ag_optimizer_state(opt, NULL, 0) : 0;
-    if (n_state < 0) return ag_last_status();
+    int n_params = 0, n_opt = opt ? ag_optimizer_state(opt, NULL, 0) : 0;
+    if (n_opt < 0) return ag_last_status();
+    const int n_scaler = scaler ? 2 : 0, n_state = n_opt + n_scaler;
     ag_named_tensor *all = NULL;
+    ag_scope *scope = ag_scope_begin(); /* owns the scaler's state tensors */
     ag_status st = model_params(model, n_state, &n_params, &all);
     ag_named_tensor *state = all ? all + n_params : NULL;
-    if (st == AG_OK && n_state && ag_optimizer_state(opt, state, n_state) < 0)
+    if (st == AG_OK && n_opt && ag_optimizer_state(opt, state, n_opt) < 0) st = ag_last_status();
+    if (st == AG_OK && scaler && ag_grad_scaler_state(scaler, state + n_opt) < 0)
         st = ag_last_status();
-    /* State names get the prefix in malloc'd copies, freed below. */
+    /* State names get their prefix in malloc'd copies, freed below. */
     int named = 0;
     while (st == AG_OK && named < n_state) {
-        size_t len = strlen(OPT_PREFIX) + strlen(state[named].name) + 1;
+        const char *prefix = named < n_opt ? OPT_PREFIX : SCALER_PREFIX;
+        size_t len = strlen(prefix) + strlen(state[named].name) + 1;
         char *name = malloc(len);
         if (name) {
-            snprintf(name, len, OPT_PREFIX "%s", state[named].name);
+            snprintf(name, len, "%s%s", prefix, state[named].name);
             state[named++].name = name;
         } else {
             st = ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory saving %s", path);
@@ -52,12 +58,18 @@ ag_status ag_checkpoint_save(const char *path, const ag_module *model, const ag_
     if (st == AG_OK) st = ag_safetensors_save(path, n_params + n_state, all);
     for (int i = 0; i < named; i++) free((char *)all[n_params + i].name);
     free(all);
+    ag_scope_end(scope);
     return st;
 }
 
-/* True for the names of optimizer state. */
+ag_status ag_checkpoint_save(const char *path, const ag_module *model, const ag_optimizer *opt) {
+    return ag_checkpoint_save_with_scaler(path, model, opt, NULL);
+}
+
+/* True for the names of optimizer or scaler state. */
 static bool is_optimizer(const char *name) {
-    return strncmp(name, OPT_PREFIX, strlen(OPT_PREFIX)) == 0;
+    return strncmp(name, OPT_PREFIX, strlen(OPT_PREFIX)) == 0 ||
+           strncmp(name, SCALER_PREFIX, strlen(SCALER_PREFIX)) == 0;
 }
 
 /* By name, for bsearch. */
@@ -118,17 +130,20 @@ static ag_status copy_params(int n_params, const ag_named_tensor *params, int n_
     return st;
 }
 
-/* The "optimizer." entries of the file with the prefix removed (names point into file's). */
-static int optimizer_entries(int n_file, const ag_named_tensor *file, ag_named_tensor *out) {
+/* The entries of the file whose names start with prefix, with it removed (names point into
+ * file's). */
+static int prefixed_entries(int n_file, const ag_named_tensor *file, const char *prefix,
+                            ag_named_tensor *out) {
     int n = 0;
     for (int i = 0; i < n_file; i++)
-        if (is_optimizer(file[i].name))
-            out[n++] = (ag_named_tensor){file[i].name + strlen(OPT_PREFIX), file[i].tensor};
+        if (strncmp(file[i].name, prefix, strlen(prefix)) == 0)
+            out[n++] = (ag_named_tensor){file[i].name + strlen(prefix), file[i].tensor};
     return n;
 }
 
-/* Loads a checkpoint into a model and optionally an optimizer (see io.h). */
-ag_status ag_checkpoint_load(const char *path, ag_module *model, ag_optimizer *opt) {
+/* Loads a checkpoint into a model and optionally an optimizer and a GradScaler (see io.h). */
+ag_status ag_checkpoint_load_with_scaler(const char *path, ag_module *model, ag_optimizer *opt,
+                                         ag_grad_scaler *scaler) {
     if (!path || !model)
         return ag__error(AG_ERR_INVALID_ARG, "ag_checkpoint_load: path or model is NULL");
     int n_file = 0, n_params = 0;
@@ -141,13 +156,19 @@ ag_status ag_checkpoint_load(const char *path, ag_module *model, ag_optimizer *o
     }
     if (st == AG_OK && !(state = malloc((size_t)(n_file + 1) * sizeof *state)))
         st = ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory loading %s", path);
-    /* The optimizer checks its state itself: load it first, so a mismatch there leaves the
-     * parameters as they were. */
-    int n_state = st == AG_OK ? optimizer_entries(n_file, file, state) : 0;
+    /* The scaler and the optimizer check their state themselves: load them first, so a
+     * mismatch there leaves the parameters as they were. */
+    int n_state = st == AG_OK ? prefixed_entries(n_file, file, SCALER_PREFIX, state) : 0;
+    if (st == AG_OK && scaler && n_state) st = ag_grad_scaler_load_state(scaler, n_state, state);
+    n_state = st == AG_OK ? prefixed_entries(n_file, file, OPT_PREFIX, state) : 0;
     if (st == AG_OK && opt && n_state) st = ag_optimizer_load_state(opt, n_state, state);
     if (st == AG_OK) st = copy_params(n_params, params, n_file, file);
     free(state);
     free(params);
     ag_named_tensors_free(n_file, file);
     return st;
+}
+
+ag_status ag_checkpoint_load(const char *path, ag_module *model, ag_optimizer *opt) {
+    return ag_checkpoint_load_with_scaler(path, model, opt, NULL);
 }

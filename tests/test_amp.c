@@ -4,7 +4,9 @@
 #include <check.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 #include "ag/ag.h"
+#include "ag/io.h"
 #include "ag/nn.h"
 #include "ag/optim.h"
 #include "test_util.h"
@@ -268,6 +270,23 @@ START_TEST(grad_scaler_state_and_disabled) {
     ck_assert_int_eq(ag_grad_scaler_growth_tracker(t), 1);
     ck_assert_int_eq(ag_grad_scaler_load_state(t, 1, state), AG_ERR_INVALID_ARG);
     assert_error(AG_ERR_INVALID_ARG, "growth_tracker");
+    /* In a checkpoint beside a model and its optimizer, as PyTorch's checkpoint["scaler"]. */
+    char dir[128] = "", path[160];
+    ag_module *model = ag_linear_new(2, 1, false, NULL);
+    ag_grad_scaler *u = ag_grad_scaler_new(NULL);
+    ck_assert_int_eq(
+        ag_checkpoint_save_with_scaler(
+            tu_tmp_path(dir, sizeof dir, "amp", "scaler.safetensors", path, sizeof path), model,
+            NULL, s),
+        AG_OK);
+    ck_assert_int_eq(ag_checkpoint_load_with_scaler(path, model, NULL, u), AG_OK);
+    ck_assert_double_eq(ag_grad_scaler_scale_value(u), 512);
+    ck_assert_int_eq(ag_grad_scaler_growth_tracker(u), 1);
+    ck_assert_int_eq(ag_checkpoint_load(path, model, NULL), AG_OK); /* scaler entries ignored */
+    remove(path);
+    rmdir(dir);
+    ag_grad_scaler_free(u);
+    ag_module_free(model);
     ag_grad_scaler_options off = ag_grad_scaler_defaults();
     off.enabled = false;
     ag_grad_scaler *d = ag_grad_scaler_new(&off);

@@ -293,7 +293,8 @@ static int bench(const train_args *a) {
 
 /* Loads --load into the trainer (the optimizer state too unless only evaluating). */
 static int load_checkpoint(const train_args *a, ag_trainer *t) {
-    if (ag_checkpoint_load(a->load, t->model, a->eval_only ? NULL : t->optimizer) == AG_OK)
+    if (ag_checkpoint_load_with_scaler(a->load, t->model, a->eval_only ? NULL : t->optimizer,
+                                       a->eval_only ? NULL : t->scaler) == AG_OK)
         return 0;
     char model[96];
     fprintf(stderr, "ag train: cannot load checkpoint '%s' into the %s: %s\n", a->load,
@@ -332,7 +333,8 @@ static int train(const train_args *a, ag_train_data *d, ag_trainer *t) {
         ag_progress_epoch(&progress, &stats, &acc);
     }
     ag_print_accuracy(stdout, &acc);
-    if (a->save && ag_checkpoint_save(a->save, t->model, t->optimizer) != AG_OK)
+    if (a->save &&
+        ag_checkpoint_save_with_scaler(a->save, t->model, t->optimizer, t->scaler) != AG_OK)
         return fail("saving the checkpoint");
     if (a->save) printf("saved checkpoint %s\n", a->save);
     return 0;

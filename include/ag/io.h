@@ -29,6 +29,13 @@ ag_status ag_checkpoint_save(const char *path, const ag_module *model, const ag_
 /* Loads a checkpoint into model (every parameter must be present with its shape) and, if
  * opt is not NULL and the file has optimizer state, into opt. */
 ag_status ag_checkpoint_load(const char *path, ag_module *model, ag_optimizer *opt);
+/* ag_checkpoint_save plus, if scaler is not NULL, its state ("scaler.scale",
+ * "scaler.growth_tracker"), as PyTorch's checkpoint["scaler"]. */
+ag_status ag_checkpoint_save_with_scaler(const char *path, const ag_module *model,
+                                         const ag_optimizer *opt, const ag_grad_scaler *scaler);
+/* ag_checkpoint_load plus, if scaler is not NULL and the file has scaler state, into it. */
+ag_status ag_checkpoint_load_with_scaler(const char *path, ag_module *model, ag_optimizer *opt,
+                                         ag_grad_scaler *scaler);
 
 /* Writes an 8-bit PNG image: `pixels` holds height rows, top to bottom, of width pixels of
  * `channels` bytes each (1 gray, 3 RGB, 4 RGBA), without padding. */
