@@ -238,7 +238,8 @@ ag_status ag__run_kernel(ag_op_def *op, ag_device device, ag_dtype key, int n_in
                          const ag_attrs *attrs) {
     const ag_backend *be = ag__backend(device.backend);
     const uint32_t key_bit = 1u << key;
-    if (__atomic_load_n(&op->via_float32[device.backend], __ATOMIC_ACQUIRE) & key_bit)
+    if (ag__is_low_precision(key) &&
+        __atomic_load_n(&op->via_float32[device.backend], __ATOMIC_ACQUIRE) & key_bit)
         return run_in_float32(op, device, key, n_in, in, n_out, out, attrs);
     ag_kernel_fn fn = __atomic_load_n(&op->kernel_cache[device.backend][key], __ATOMIC_ACQUIRE);
     if (!fn && op->host_kernel) {
