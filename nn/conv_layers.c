@@ -2,31 +2,9 @@
  * GroupNorm and Unflatten. Forwards call the functional ops of ops/conv.c; BatchNorm2d keeps
  * its running statistics as module buffers (saved in checkpoints, never trained). */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include "module_internal.h"
-
-/* Ends a constructor's scope (tensors made in it are then held by the module only); frees
- * the half-built module unless ok. */
-static ag_module *finish(ag_module *m, ag_scope *scope, bool ok) {
-    ag_scope_end(scope);
-    if (ok) return m;
-    ag_module_free(m);
-    return NULL;
-}
-
-/* Error for an invalid constructor argument; returns NULL for the constructor. */
-static ag_module *invalid(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static ag_module *invalid(const char *fmt, ...) {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    ag__error(AG_ERR_INVALID_ARG, "%s", msg);
-    return NULL;
-}
 
 /* Copies a pair argument (NULL: dflt twice) into out. */
 static void copy_pair(int64_t *out, const int64_t *v, int64_t dflt) {
@@ -66,16 +44,18 @@ ag_module *ag_conv2d_new(int64_t in_channels, int64_t out_channels, const int64_
                          const int64_t *stride, const int64_t *padding, const int64_t *dilation,
                          int64_t groups, bool bias, ag_generator *gen) {
     if (in_channels <= 0 || out_channels <= 0 || groups <= 0 || !kernel)
-        return invalid("Conv2d: in_channels (%lld), out_channels (%lld) and groups (%lld) must "
-                       "be positive and kernel_size given",
-                       (long long)in_channels, (long long)out_channels, (long long)groups);
+        return ag__module_bad_arg(
+            "Conv2d: in_channels (%lld), out_channels (%lld) and groups (%lld) must "
+            "be positive and kernel_size given",
+            (long long)in_channels, (long long)out_channels, (long long)groups);
     if (in_channels % groups || out_channels % groups)
-        return invalid("Conv2d: in_channels (%lld) and out_channels (%lld) must be divisible by "
-                       "groups (%lld)",
-                       (long long)in_channels, (long long)out_channels, (long long)groups);
+        return ag__module_bad_arg(
+            "Conv2d: in_channels (%lld) and out_channels (%lld) must be divisible by "
+            "groups (%lld)",
+            (long long)in_channels, (long long)out_channels, (long long)groups);
     if (kernel[0] <= 0 || kernel[1] <= 0)
-        return invalid("Conv2d: kernel_size (%lld, %lld) must be positive", (long long)kernel[0],
-                       (long long)kernel[1]);
+        return ag__module_bad_arg("Conv2d: kernel_size (%lld, %lld) must be positive",
+                                  (long long)kernel[0], (long long)kernel[1]);
     conv2d *c = ag__module_alloc(&conv2d_kind, sizeof *c);
     if (!c) return NULL;
     c->in = in_channels;
@@ -96,7 +76,7 @@ ag_module *ag_conv2d_new(int64_t in_channels, int64_t out_channels, const int64_
     if (bias && c->weight)
         c->bias = ag__module_add_parameter(
             &c->base, "bias", ag_uniform(gen, AG_F32, 1, &out_channels, -bound, bound));
-    return finish(&c->base, scope, c->weight && (!bias || c->bias));
+    return ag__module_end_init(&c->base, scope, c->weight && (!bias || c->bias));
 }
 
 /* ---- MaxPool2d, AvgPool2d ---- */
@@ -133,7 +113,7 @@ static const ag__module_kind avg_pool2d_kind = {"AvgPool2d", avg_pool2d_forward,
  * functional op on the first forward, where the input is known. */
 static ag_module *pool2d_new(const ag__module_kind *kind, const int64_t *kernel,
                              const int64_t *stride, const int64_t *padding) {
-    if (!kernel) return invalid("%s: kernel_size is NULL", kind->name);
+    if (!kernel) return ag__module_bad_arg("%s: kernel_size is NULL", kind->name);
     pool2d *p = ag__module_alloc(kind, sizeof *p);
     if (!p) return NULL;
     copy_pair(p->kernel, kernel, 1);
@@ -190,9 +170,10 @@ static const ag__module_kind batch_norm2d_kind = {"BatchNorm2d", batch_norm2d_fo
 
 ag_module *ag_batch_norm2d_new(int64_t num_features, double eps, double momentum, bool affine) {
     if (num_features <= 0 || !(eps >= 0) || isinf(eps) || !(momentum >= 0 && momentum <= 1))
-        return invalid("BatchNorm2d: num_features (%lld) must be positive, eps (%g) finite and "
-                       ">= 0, momentum (%g) in [0, 1]",
-                       (long long)num_features, eps, momentum);
+        return ag__module_bad_arg(
+            "BatchNorm2d: num_features (%lld) must be positive, eps (%g) finite and "
+            ">= 0, momentum (%g) in [0, 1]",
+            (long long)num_features, eps, momentum);
     batch_norm2d *b = ag__module_alloc(&batch_norm2d_kind, sizeof *b);
     if (!b) return NULL;
     b->features = num_features;
@@ -215,7 +196,7 @@ ag_module *ag_batch_norm2d_new(int64_t num_features, double eps, double momentum
     if (b->running_var)
         b->num_batches_tracked =
             ag__module_add_buffer(&b->base, "num_batches_tracked", ag_zeros(AG_I64, 0, NULL));
-    return finish(&b->base, scope, b->num_batches_tracked != NULL);
+    return ag__module_end_init(&b->base, scope, b->num_batches_tracked != NULL);
 }
 
 /* ---- GroupNorm ---- */
@@ -243,11 +224,12 @@ static const ag__module_kind group_norm_kind = {"GroupNorm", group_norm_forward,
 
 ag_module *ag_group_norm_new(int64_t num_groups, int64_t num_channels, double eps, bool affine) {
     if (num_groups <= 0 || num_channels <= 0 || num_channels % num_groups)
-        return invalid("GroupNorm: num_channels (%lld) must be divisible by num_groups (%lld), "
-                       "both positive",
-                       (long long)num_channels, (long long)num_groups);
+        return ag__module_bad_arg(
+            "GroupNorm: num_channels (%lld) must be divisible by num_groups (%lld), "
+            "both positive",
+            (long long)num_channels, (long long)num_groups);
     if (!(eps >= 0) || isinf(eps))
-        return invalid("GroupNorm: eps (%g) must be finite and >= 0", eps);
+        return ag__module_bad_arg("GroupNorm: eps (%g) must be finite and >= 0", eps);
     group_norm *g = ag__module_alloc(&group_norm_kind, sizeof *g);
     if (!g) return NULL;
     g->groups = num_groups;
@@ -258,7 +240,7 @@ ag_module *ag_group_norm_new(int64_t num_groups, int64_t num_channels, double ep
     const int64_t *c = &num_channels;
     g->weight = ag__module_add_parameter(&g->base, "weight", scope ? ag_ones(AG_F32, 1, c) : NULL);
     if (g->weight) g->bias = ag__module_add_parameter(&g->base, "bias", ag_zeros(AG_F32, 1, c));
-    return finish(&g->base, scope, g->bias != NULL);
+    return ag__module_end_init(&g->base, scope, g->bias != NULL);
 }
 
 /* ---- Unflatten ---- */
@@ -301,8 +283,8 @@ static const ag__module_kind unflatten_kind = {"Unflatten", unflatten_forward, u
 
 ag_module *ag_unflatten_new(int dim, int n, const int64_t *sizes) {
     if (n < 1 || n > AG_MAX_DIMS || !sizes)
-        return invalid("Unflatten: expected 1 to %d sizes, got %d%s", AG_MAX_DIMS, n,
-                       sizes ? "" : " (NULL)");
+        return ag__module_bad_arg("Unflatten: expected 1 to %d sizes, got %d%s", AG_MAX_DIMS, n,
+                                  sizes ? "" : " (NULL)");
     unflatten *u = ag__module_alloc(&unflatten_kind, sizeof *u);
     if (!u) return NULL;
     u->dim = dim;

@@ -2,31 +2,8 @@
  * Each is a struct starting with ag_module, a kind table and a constructor; forwards call
  * the functional ops of ops/nn.c and ag.h. */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include "module_internal.h"
-
-/* Parameters are created in a scope of the constructor's own, so the module's kept
- * reference is the only one left whether or not the caller has a scope open. On failure
- * the half-built module is freed. */
-static ag_module *end_init(ag_module *m, ag_scope *scope, bool ok) {
-    ag_scope_end(scope);
-    if (ok) return m;
-    ag_module_free(m);
-    return NULL;
-}
-
-/* Error for an invalid constructor argument; returns NULL for the constructor. */
-static ag_module *bad_arg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static ag_module *bad_arg(const char *fmt, ...) {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    ag__error(AG_ERR_INVALID_ARG, "%s", msg);
-    return NULL;
-}
 
 /* ---- Linear ---- */
 
@@ -52,8 +29,9 @@ static const ag__module_kind linear_kind = {"Linear", linear_forward, linear_des
 
 ag_module *ag_linear_new(int64_t in_features, int64_t out_features, bool bias, ag_generator *gen) {
     if (in_features <= 0 || out_features <= 0)
-        return bad_arg("Linear: in_features (%lld) and out_features (%lld) must be positive",
-                       (long long)in_features, (long long)out_features);
+        return ag__module_bad_arg(
+            "Linear: in_features (%lld) and out_features (%lld) must be positive",
+            (long long)in_features, (long long)out_features);
     linear *l = ag__module_alloc(&linear_kind, sizeof *l);
     if (!l) return NULL;
     l->in = in_features;
@@ -68,7 +46,7 @@ ag_module *ag_linear_new(int64_t in_features, int64_t out_features, bool bias, a
     if (bias && l->weight)
         l->bias = ag__module_add_parameter(
             &l->base, "bias", ag_uniform(gen, AG_F32, 1, &out_features, -bound, bound));
-    return end_init(&l->base, scope, l->weight && (!bias || l->bias));
+    return ag__module_end_init(&l->base, scope, l->weight && (!bias || l->bias));
 }
 
 /* ---- ReLU, GELU ---- */
@@ -133,8 +111,9 @@ static const ag__module_kind layer_norm_kind = {"LayerNorm", layer_norm_forward,
 
 ag_module *ag_layer_norm_new(int64_t size, double eps, bool elementwise_affine) {
     if (size <= 0 || !(eps >= 0) || isinf(eps))
-        return bad_arg("LayerNorm: size (%lld) must be positive and eps (%g) finite and >= 0",
-                       (long long)size, eps);
+        return ag__module_bad_arg(
+            "LayerNorm: size (%lld) must be positive and eps (%g) finite and >= 0", (long long)size,
+            eps);
     layer_norm *n = ag__module_alloc(&layer_norm_kind, sizeof *n);
     if (!n) return NULL;
     n->size = size;
@@ -144,7 +123,7 @@ ag_module *ag_layer_norm_new(int64_t size, double eps, bool elementwise_affine) 
     n->weight =
         ag__module_add_parameter(&n->base, "weight", scope ? ag_ones(AG_F32, 1, &size) : NULL);
     if (n->weight) n->bias = ag__module_add_parameter(&n->base, "bias", ag_zeros(AG_F32, 1, &size));
-    return end_init(&n->base, scope, n->bias);
+    return ag__module_end_init(&n->base, scope, n->bias);
 }
 
 /* ---- Dropout ---- */
@@ -167,7 +146,7 @@ static void dropout_describe(const ag_module *m, char *buf, size_t size) {
 static const ag__module_kind dropout_kind = {"Dropout", dropout_forward, dropout_describe, NULL};
 
 ag_module *ag_dropout_new(double p, ag_generator *gen) {
-    if (!(p >= 0 && p <= 1)) return bad_arg("Dropout: p (%g) must be in [0, 1]", p);
+    if (!(p >= 0 && p <= 1)) return ag__module_bad_arg("Dropout: p (%g) must be in [0, 1]", p);
     dropout *d = ag__module_alloc(&dropout_kind, sizeof *d);
     if (!d) return NULL;
     d->p = p;
@@ -197,8 +176,9 @@ static const ag__module_kind embedding_kind = {"Embedding", embedding_forward, e
 
 ag_module *ag_embedding_new(int64_t num_embeddings, int64_t embedding_dim, ag_generator *gen) {
     if (num_embeddings <= 0 || embedding_dim <= 0)
-        return bad_arg("Embedding: num_embeddings (%lld) and embedding_dim (%lld) must be positive",
-                       (long long)num_embeddings, (long long)embedding_dim);
+        return ag__module_bad_arg(
+            "Embedding: num_embeddings (%lld) and embedding_dim (%lld) must be positive",
+            (long long)num_embeddings, (long long)embedding_dim);
     embedding *e = ag__module_alloc(&embedding_kind, sizeof *e);
     if (!e) return NULL;
     e->num = num_embeddings;
@@ -207,7 +187,7 @@ ag_module *ag_embedding_new(int64_t num_embeddings, int64_t embedding_dim, ag_ge
     const int64_t shape[2] = {num_embeddings, embedding_dim};
     e->weight = ag__module_add_parameter(&e->base, "weight",
                                          scope ? ag_randn(gen, AG_F32, 2, shape) : NULL);
-    return end_init(&e->base, scope, e->weight);
+    return ag__module_end_init(&e->base, scope, e->weight);
 }
 
 /* ---- Flatten ---- */

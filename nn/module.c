@@ -1,5 +1,6 @@
 /* The module object every layer and container is (nn/module_internal.h): a kind (vtable),
  * named parameters, children, train/eval mode and forward (pre-)hooks. Kinds live in layers.c. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -367,4 +368,21 @@ ag_status ag_module_remove_hook(ag_module *m, uint64_t handle) {
                      "ag_module_remove_hook: %s has no hook with handle %llu (never registered "
                      "on it, or removed already)",
                      m->kind->name, (unsigned long long)handle);
+}
+
+ag_module *ag__module_end_init(ag_module *m, ag_scope *scope, bool ok) {
+    ag_scope_end(scope);
+    if (ok) return m;
+    ag_module_free(m);
+    return NULL;
+}
+
+ag_module *ag__module_bad_arg(const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ag__error(AG_ERR_INVALID_ARG, "%s", msg);
+    return NULL;
 }

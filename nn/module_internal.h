@@ -60,6 +60,13 @@ void *ag__module_alloc(const ag__module_kind *kind, size_t size);
  * pending error is kept) parameter `name` of m: requires grad, m keeps a reference. Call it
  * before adding children. Returns t (borrowed from m), NULL on error. */
 ag_tensor *ag__module_add_parameter(ag_module *m, const char *name, ag_tensor *t);
+/* The end of a constructor: ends the scope its parameters were created in (so the module's
+ * reference is the only one left, whether or not the caller has a scope open) and returns
+ * m, or frees the half-built m and returns NULL unless ok. */
+ag_module *ag__module_end_init(ag_module *m, ag_scope *scope, bool ok);
+/* AG_ERR_INVALID_ARG with a printf-style message for a bad constructor argument; returns
+ * NULL for the constructor to return. */
+ag_module *ag__module_bad_arg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Makes t (a tensor held by an open scope, or NULL after a failed creation) buffer `name`
  * of m: saved in checkpoints, never trained; m keeps a reference. Call it before adding
  * children. Returns t (borrowed from m), NULL on error. */
