@@ -8,7 +8,10 @@
  * 3. Gradients reaching a leaf are accumulated into .grad (ag_backward) or handed back to
  *    the caller (ag_grad, which leaves .grad alone). A leaf with tensor hooks has its
  *    gradients summed first, and its hooks run once on the sum after the last node.
- * 4. Then ag_backward runs the leaves' post-accumulate-grad hooks. */
+ * 4. A leaf's post-accumulate-grad hooks run as soon as the last edge into it has been
+ *    processed (its .grad is final), so work they start (DDP's all-reduce) overlaps the
+ *    rest of backward; leaves with tensor hooks, or whose edges were not all run, get
+ *    theirs after the last node. */
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -188,6 +191,23 @@ static ag_status deliver_to_leaf(ag_tensor *leaf, ag_tensor *g, capture *cap, bo
     return st;
 }
 
+/* Runs leaf's post-accumulate-grad hooks now that its last edge of the pass is done, and
+ * drops it from lv->posted so that finish_leaves does not run them again. Not for ag_grad
+ * (no post hooks) nor leaves with tensor hooks (their .grad is settled at the end). */
+static void run_post_hooks_early(ag_tensor *leaf, const capture *cap, leaf_lists *lv) {
+    if (cap || has_hook(leaf, false)) return;
+    for (size_t i = 0; i < lv->posted.count; i++) {
+        if (lv->posted.items[i] != leaf) continue;
+        lv->posted.items[i] = NULL;
+        for (ag_hook *h = leaf->hooks, *next; h; h = next) {
+            next = h->next;
+            if (h->post) h->post(leaf, h->user);
+        }
+        ag_release(leaf);
+        return;
+    }
+}
+
 /* Ends a pass (run: it succeeded): each held leaf's tensor hooks run on its summed gradient,
  * which is then settled; then the post-accumulate-grad hooks run, leaf by leaf in the order
  * .grad was first updated, each leaf's in registration order. Drops the lists' references.
@@ -205,6 +225,7 @@ static ag_status finish_leaves(leaf_lists *lv, capture *cap, bool create, bool r
     }
     for (size_t i = 0; i < lv->posted.count; i++) {
         ag_tensor *leaf = lv->posted.items[i];
+        if (!leaf) continue; /* its hooks ran early (run_post_hooks_early) */
         for (ag_hook *h = leaf->hooks, *next; run && st == AG_OK && h; h = next) {
             next = h->next;
             if (h->post) h->post(leaf, h->user);
@@ -396,6 +417,8 @@ static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, pt
             }
         }
         ag_release(in_g[i]);
+        if (e->leaf && e->leaf->post_pending > 0 && --e->leaf->post_pending == 0 && st == AG_OK)
+            run_post_hooks_early(e->leaf, cap, lv);
         /* A node no captured input is reached from never runs (nor do its inputs). */
         if (e->node && --e->node->deps == 0 && e->node->needed && st == AG_OK)
             st = list_push(ready, e->node);
@@ -464,6 +487,14 @@ static ag_status count_dependencies(int n_roots, ag_tensor *const *roots, uint64
         ag_node *n = stack.items[--stack.count];
         for (int i = 0; i < n->n_inputs && st == AG_OK; i++) {
             ag_node *next = n->edges[i].node;
+            ag_tensor *leaf = n->edges[i].leaf;
+            if (leaf && has_hook(leaf, true)) {
+                if (leaf->post_epoch != epoch) {
+                    leaf->post_epoch = epoch;
+                    leaf->post_pending = 0;
+                }
+                leaf->post_pending++;
+            }
             if (!next) continue;
             if (next->epoch != epoch) {
                 next->epoch = epoch;

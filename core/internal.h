@@ -118,6 +118,8 @@ struct ag_tensor {
     ag_tensor *grad;              /* accumulated gradient (strong) or NULL */
     ag_hook *hooks;               /* leaf hooks (tensor and post-accumulate-grad) */
     ag_dual *dual;                /* forward AD: the tangent of the dual level, or NULL */
+    uint64_t post_epoch;          /* backward pass that counted post_pending */
+    int64_t post_pending;         /* graph edges into this leaf that pass has yet to run */
 };
 
 /* A new tensor struct with contiguous strides and fresh storage (not registered in any

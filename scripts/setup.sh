@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(build-essential cmake pkg-config check libsubunit-dev libopenblas-openmp-dev zlib1g-dev
     libcjson-dev dataset-fashion-mnist ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
-    gnuplot-nox graphviz)
+    gnuplot-nox graphviz libopenmpi-dev openmpi-bin)
 if [[ ${1:-} == --test ]]; then
     packages+=(clang-format cppcheck)
 fi

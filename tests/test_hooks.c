@@ -109,6 +109,29 @@ START_TEST(post_hook_fires_once_per_backward_after_all_paths) {
 }
 END_TEST
 
+/* Post hook of the early test: records whether the other leaf (user) had its gradient yet. */
+static bool other_had_grad;
+static void note_other_grad(ag_tensor *leaf, void *user) {
+    (void)leaf;
+    other_had_grad = ag_tensor_grad(user) != NULL;
+}
+
+START_TEST(post_hook_fires_as_soon_as_its_leaf_is_final) {
+    /* loss = sum(exp(x * w_first) * w_last): backward finishes w_last at the first node and
+     * w_first at the last, so w_last's hook runs while the rest of backward is still to
+     * come (what lets DDP's all-reduce overlap backward, as in PyTorch). */
+    ag_tensor *x = leaf(2, TU_VALUES(0.5, -1)), *w_first = leaf(2, TU_VALUES(1, 2));
+    ag_tensor *w_last = leaf(2, TU_VALUES(3, 4));
+    ck_assert_int_eq(ag_set_requires_grad(x, false), AG_OK);
+    ck_assert_uint_gt(ag_register_post_accumulate_grad_hook(w_last, note_other_grad, w_first), 0);
+    other_had_grad = true;
+    ag_tensor *loss = ag_sum(ag_mul(ag_exp(ag_mul(x, w_first)), w_last), 0, NULL, false);
+    ck_assert_int_eq(ag_backward(loss, NULL), AG_OK);
+    ck_assert_msg(!other_had_grad, "w_last's post hook ran after w_first's gradient was in");
+    ck_assert_ptr_nonnull(ag_tensor_grad(w_first));
+}
+END_TEST
+
 START_TEST(leaf_hook_runs_once_on_the_summed_gradient) {
     ag_tensor *x = leaf(2, TU_VALUES(10, 30));
     ck_assert_uint_gt(ag_register_hook(x, clamp50, tag('B')), 0);
@@ -281,6 +304,7 @@ static Suite *hooks_suite(void) {
     tcase_add_checked_fixture(tc, reset_log, tu_scope_teardown);
     tcase_add_test(tc, tensor_hooks_then_retain_grad_then_accumulate_then_post_hooks);
     tcase_add_test(tc, post_hook_fires_once_per_backward_after_all_paths);
+    tcase_add_test(tc, post_hook_fires_as_soon_as_its_leaf_is_final);
     tcase_add_test(tc, leaf_hook_runs_once_on_the_summed_gradient);
     tcase_add_test(tc, ag_grad_runs_tensor_hooks_but_not_post_hooks);
     tcase_add_test(tc, post_hook_can_step_the_parameter);

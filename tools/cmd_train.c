@@ -1,7 +1,9 @@
 /* `ag train`: trains the seed's §P network (784-512-512-10 MLP with GELU and LayerNorm), or
  * with --model cnn a LeNet-5 (the seed's §F-2 image model), on Fashion-MNIST with the recipe
  * of include/ag/train.h, on the backend AG_BACKEND selects. Also evaluates a saved
- * checkpoint (--load --eval-only) and times single training steps (--bench-steps).
+ * checkpoint (--load --eval-only) and times single training steps (--bench-steps). With
+ * --ddp (builds with MPI) every process of `mpirun -np N ag train --ddp` trains on its shard
+ * of each epoch through DistributedDataParallel (docs/distributed.md).
  * docs/training.md describes the options and the output. */
 #include <errno.h>
 #include <getopt.h>
@@ -11,6 +13,9 @@
 #include <string.h>
 #include "ag/io.h"
 #include "ag/train.h"
+#ifdef AG_WITH_DIST
+#include "ag/dist.h"
+#endif
 #include "bench.h"
 #include "commands.h"
 
@@ -22,9 +27,18 @@ typedef struct train_args {
     int epochs;
     const char *data, *save, *load;
     const char *trace; /* --trace FILE, or NULL */
-    bool eval_only, quiet;
+    bool eval_only, quiet, ddp;
     int64_t limit, bench_steps;
+    double bucket_cap_mb; /* --bucket-cap-mb: DDP's bucket size */
 } train_args;
+
+/* --ddp's process group and replica; comm and ddp NULL, rank 0 of 1 for one process. */
+typedef struct train_dist {
+    struct ag_comm *comm;
+    struct ag_ddp *ddp;
+    int rank, world;
+    double bucket_cap_mb; /* --bucket-cap-mb */
+} train_dist;
 
 static const char usage_text[] =
     "usage: ag train [options]\n"
@@ -51,7 +65,10 @@ static const char usage_text[] =
     "  --bench-steps N      time N training steps of one batch on random data, print ms/step\n"
     "  --trace FILE         write a Chrome trace of the op timings (of the timed steps with\n"
     "                       --bench-steps) for ui.perfetto.dev or chrome://tracing\n"
-    "  --quiet              no progress output, epoch lines only\n";
+    "  --quiet              no progress output, epoch lines only\n"
+    "  --ddp                data-parallel over the processes of mpirun (builds with MPI):\n"
+    "                       each trains on its shard, gradients averaged; rank 0 reports\n"
+    "  --bucket-cap-mb X    with --ddp: gradients all-reduced in buckets of about X MB (25)\n";
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...) {
@@ -117,7 +134,9 @@ enum {
     OPT_TRACE,
     OPT_QUIET,
     OPT_MODEL,
-    OPT_AMP
+    OPT_AMP,
+    OPT_DDP,
+    OPT_BUCKET
 };
 
 /* Applies one option; false on a bad value (message printed). */
@@ -184,6 +203,16 @@ static bool apply_option(int c, const char *name, const char *arg, train_args *a
         }
         usage_error("--amp must be bf16 or fp16, not '%s'", arg);
         return false;
+    case OPT_BUCKET:
+        return parse_real(name, arg, 1e-6, 1e6, &a->bucket_cap_mb);
+    case OPT_DDP:
+#ifdef AG_WITH_DIST
+        a->ddp = true;
+        return true;
+#else
+        usage_error("--ddp needs ag built with MPI (install libopenmpi-dev and rebuild)");
+        return false;
+#endif
     default: /* OPT_QUIET */
         a->quiet = true;
         return true;
@@ -213,9 +242,14 @@ static int parse_args(int argc, char **argv, train_args *a) {
         {"quiet", no_argument, NULL, OPT_QUIET},
         {"model", required_argument, NULL, OPT_MODEL},
         {"amp", required_argument, NULL, OPT_AMP},
+        {"ddp", no_argument, NULL, OPT_DDP},
+        {"bucket-cap-mb", required_argument, NULL, OPT_BUCKET},
         {"help", no_argument, NULL, 'h'},
         {0}};
-    *a = (train_args){.config = ag_train_defaults(), .epochs = 10, .data = AG_FASHION_MNIST_DIR};
+    *a = (train_args){.config = ag_train_defaults(),
+                      .epochs = 10,
+                      .data = AG_FASHION_MNIST_DIR,
+                      .bucket_cap_mb = 25};
     int c, index = 0;
     while ((c = getopt_long(argc, argv, "h", options, &index)) != -1) {
         if (c == 'h') {
@@ -230,6 +264,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (a->eval_only && a->save) return usage_error("--eval-only does not train: drop --save");
     if (a->bench_steps && (a->load || a->save || a->eval_only))
         return usage_error("--bench-steps runs alone: drop --load, --save and --eval-only");
+    if (a->ddp && a->eval_only) return usage_error("--ddp trains: drop --eval-only");
     return -1;
 }
 
@@ -241,6 +276,81 @@ static const char *model_name(const ag_train_config *c, char *buf, size_t size) 
         snprintf(buf, size, "%lld-%lld-%lld-%lld MLP", (long long)c->in_features,
                  (long long)c->hidden, (long long)c->hidden, (long long)c->classes);
     return buf;
+}
+
+#ifdef AG_WITH_DIST
+/* ag_trainer's before_backward for DDP: only a group's last batch communicates. */
+static void ddp_before_backward(void *ddp, bool sync) {
+    ag_ddp_no_sync(ddp, !sync);
+}
+
+/* ag_trainer's sync_grads for DDP: the averaged gradients, before clipping. */
+static ag_status ddp_sync_grads(void *ddp) {
+    return ag_ddp_finish(ddp);
+}
+#endif
+
+/* Wraps the trainer's model in DDP when --ddp (rank 0's weights go to every process) and
+ * hooks it into the trainer's steps; nothing for one process. */
+static int attach_ddp(train_dist *dist, ag_trainer *t) {
+#ifdef AG_WITH_DIST
+    if (!dist->comm) return 0;
+    ag_ddp_options options = ag_ddp_defaults();
+    options.bucket_cap_mb = dist->bucket_cap_mb;
+    dist->ddp = ag_ddp_new(t->model, dist->comm, &options);
+    if (!dist->ddp) return fail("setting up DistributedDataParallel");
+    t->before_backward = ddp_before_backward;
+    t->sync_grads = ddp_sync_grads;
+    t->sync_user = dist->ddp;
+#else
+    (void)dist;
+    (void)t;
+#endif
+    return 0;
+}
+
+/* Drops the DDP replica: before the model it hooks is freed. */
+static void detach_ddp(train_dist *dist) {
+#ifdef AG_WITH_DIST
+    ag_ddp_free(dist->ddp);
+#endif
+    dist->ddp = NULL;
+}
+
+/* Buckets of the DDP replica (0 without DDP). */
+static int ddp_buckets(const train_dist *dist) {
+#ifdef AG_WITH_DIST
+    if (dist->ddp) return ag_ddp_bucket_count(dist->ddp);
+#endif
+    (void)dist;
+    return 0;
+}
+
+/* Seconds the last steps waited for gradient all-reduces (0 without DDP). */
+static double ddp_wait_seconds(train_dist *dist) {
+#ifdef AG_WITH_DIST
+    if (dist->ddp) return ag_ddp_take_wait_seconds(dist->ddp);
+#endif
+    (void)dist;
+    return 0;
+}
+
+/* Sums n doubles over the processes (nothing for one process). */
+static ag_status sum_over_ranks(train_dist *dist, double *values, int n) {
+#ifdef AG_WITH_DIST
+    if (!dist->comm) return AG_OK;
+    ag_scope *scope = ag_scope_begin();
+    ag_tensor *t = ag_from_f64(values, 1, (int64_t[]){n});
+    ag_status st = t ? dist->comm->allreduce_sum(dist->comm, t) : ag_last_status();
+    if (st == AG_OK) st = ag_to_host(t, values, (size_t)n * sizeof *values);
+    ag_scope_end(scope);
+    return st;
+#else
+    (void)dist;
+    (void)values;
+    (void)n;
+    return AG_OK;
+#endif
 }
 
 /* A p_step run by bench_time that starts --trace at the first timed step. */
@@ -264,10 +374,14 @@ static ag_status traced_step_run(void *ctx) {
 /* --bench-steps: one training step = forward, loss, backward, clip, AdamW, schedule and
  * zero_grad on one batch (no accumulation), on fixed random inputs (tools/bench.h's p_step,
  * which `ag bench` times too); prints the median. */
-static int bench(const train_args *a) {
+static int bench(const train_args *a, train_dist *dist) {
     const int n = (int)a->bench_steps;
     p_step s;
     if (p_step_init(&s, &a->config, n + BENCH_WARMUP) != AG_OK) return fail("building the model");
+    if (attach_ddp(dist, &s.trainer)) {
+        p_step_free(&s);
+        return 1;
+    }
     const bench_timing timing = {
         .warmup = BENCH_WARMUP, .inner = 1, .min_repeats = n, .max_repeats = n};
     bench_stats ms;
@@ -277,7 +391,9 @@ static int bench(const train_args *a) {
                  : fail("training step");
     if (ts.calls > BENCH_WARMUP && ag_trace_stop() != AG_OK && rc == 0)
         rc = fail("writing the trace");
-    if (rc == 0) {
+    /* Warm-up included: the wait per step is a mean over every step run. */
+    double wait_ms = 1e3 * ddp_wait_seconds(dist) / (n + BENCH_WARMUP);
+    if (rc == 0 && dist->rank == 0) {
         const ag_train_config *cfg = &s.trainer.config;
         char dev[64], model[96];
         ag_device_str(ag_default_device(), dev, sizeof dev);
@@ -286,7 +402,13 @@ static int bench(const train_args *a) {
                "batch %lld, %s, %s, last loss %.4f)\n",
                ms.median, n, BENCH_WARMUP, ms.min, ms.max, (long long)cfg->batch_size,
                model_name(cfg, model, sizeof model), dev, s.loss);
+        if (dist->comm)
+            printf("ddp: %d processes, batch %lld each, %d bucket%s; %.3f ms/step waiting for "
+                   "the gradient all-reduce after backward (mean)\n",
+                   dist->world, (long long)cfg->batch_size, ddp_buckets(dist),
+                   ddp_buckets(dist) == 1 ? "" : "s", wait_ms);
     }
+    detach_ddp(dist);
     p_step_free(&s);
     return rc;
 }
@@ -303,7 +425,7 @@ static int load_checkpoint(const train_args *a, ag_trainer *t) {
 }
 
 /* The training run: epochs of training, each followed by a test evaluation. */
-static int train(const train_args *a, ag_train_data *d, ag_trainer *t) {
+static int train(const train_args *a, ag_train_data *d, ag_trainer *t, train_dist *dist) {
     int64_t batches = ag_loader_batches(d->train_loader);
     int64_t steps = ag_train_steps_per_epoch(batches, a->config.accumulate) * a->epochs;
     if (a->config.warmup_steps >= steps)
@@ -311,27 +433,42 @@ static int train(const train_args *a, ag_train_data *d, ag_trainer *t) {
                            (long long)a->config.warmup_steps, (long long)steps);
     if (ag_trainer_init(t, &a->config, steps) != AG_OK) return fail("building the model");
     if (a->load && load_checkpoint(a, t)) return 1;
+    if (attach_ddp(dist, t)) return 1;
+    const bool report = dist->rank == 0; /* one process prints and saves for all */
     char dev[64], model[96];
     ag_device_str(ag_default_device(), dev, sizeof dev);
-    printf("training %s%s%s on %s: %lld images in %lld batches of %lld, %lld "
-           "optimizer steps (accumulate %d) in %d epoch%s, seed %llu\n",
-           model_name(&t->config, model, sizeof model), a->config.amp != AG_F32 ? " with AMP " : "",
-           a->config.amp != AG_F32 ? ag_dtype_name(a->config.amp) : "", dev,
-           (long long)(a->limit > 0 && a->limit < d->train.count ? a->limit : d->train.count),
-           (long long)batches, (long long)a->config.batch_size, (long long)steps,
-           a->config.accumulate, a->epochs, a->epochs == 1 ? "" : "s",
-           (unsigned long long)a->config.seed);
+    if (dist->world > 1 && report)
+        printf("data parallel: %d processes, each on its shard of %lld batches per epoch\n",
+               dist->world, (long long)batches);
+    if (report)
+        printf("training %s%s%s on %s: %lld images in %lld batches of %lld, %lld "
+               "optimizer steps (accumulate %d) in %d epoch%s, seed %llu\n",
+               model_name(&t->config, model, sizeof model),
+               a->config.amp != AG_F32 ? " with AMP " : "",
+               a->config.amp != AG_F32 ? ag_dtype_name(a->config.amp) : "", dev,
+               (long long)(a->limit > 0 && a->limit < d->train.count ? a->limit : d->train.count),
+               (long long)batches, (long long)a->config.batch_size, (long long)steps,
+               a->config.accumulate, a->epochs, a->epochs == 1 ? "" : "s",
+               (unsigned long long)a->config.seed);
     ag_progress progress;
     ag_progress_init(&progress, stdout, a->quiet);
     ag_accuracy acc = {0};
     for (int e = 0; e < a->epochs; e++) {
         ag_epoch_stats stats;
         ag_loader_set_epoch(d->train_loader, (uint64_t)e);
-        ag_progress_begin(&progress, e + 1, a->epochs, batches);
-        if (ag_train_epoch(t, d->train_loader, &progress, &stats) != AG_OK) return fail("training");
+        if (report) ag_progress_begin(&progress, e + 1, a->epochs, batches);
+        if (ag_train_epoch(t, d->train_loader, report ? &progress : NULL, &stats) != AG_OK)
+            return fail("training");
+        /* The epoch's loss and image count over all processes; every process evaluates the
+         * same replica on the whole test set, so accuracy needs no reduction. */
+        double totals[2] = {stats.loss * (double)stats.images, (double)stats.images};
+        if (sum_over_ranks(dist, totals, 2) != AG_OK) return fail("reducing the metrics");
+        stats.images = (int64_t)totals[1];
+        stats.loss = totals[1] > 0 ? totals[0] / totals[1] : 0;
         if (ag_evaluate(t->model, d->test_loader, &acc) != AG_OK) return fail("evaluation");
-        ag_progress_epoch(&progress, &stats, &acc);
+        if (report) ag_progress_epoch(&progress, &stats, &acc);
     }
+    if (!report) return 0;
     ag_print_accuracy(stdout, &acc);
     if (a->save &&
         ag_checkpoint_save_with_scaler(a->save, t->model, t->optimizer, t->scaler) != AG_OK)
@@ -350,24 +487,84 @@ static int eval_only(const train_args *a, ag_train_data *d, ag_trainer *t) {
     return 0;
 }
 
+/* Joins the mpirun job for --ddp. */
+static int start_dist(train_dist *dist) {
+#ifdef AG_WITH_DIST
+    if (ag_dist_init(NULL, NULL) != AG_OK || !(dist->comm = ag_comm_mpi_new()))
+        return fail("joining the MPI job");
+    dist->rank = dist->comm->rank;
+    dist->world = dist->comm->world_size;
+#else
+    (void)dist;
+#endif
+    return 0;
+}
+
+/* Leaves the MPI job; a failed process ends the whole job, since its peers would wait for
+ * it in their next all-reduce. Returns rc. */
+static int stop_dist(train_dist *dist, int rc) {
+#ifdef AG_WITH_DIST
+    ag_comm_free(dist->comm);
+    if (dist->comm && rc != 0) ag_dist_abort(rc);
+    if (dist->comm) ag_dist_finalize();
+#else
+    (void)dist;
+#endif
+    return rc;
+}
+
+/* This process's shard of the training images (the first --limit), replacing the loader
+ * that covers them all. */
+static int shard_training_set(const train_args *a, ag_train_data *d, const train_dist *dist) {
+    if (dist->world < 2) return 0;
+    int64_t n = a->limit > 0 && a->limit < d->train.count ? a->limit : d->train.count;
+    ag_loader_options o = {.batch_size = a->config.batch_size,
+                           .shuffle = true,
+                           .seed = a->config.seed,
+                           .rank = dist->rank,
+                           .world_size = dist->world};
+    ag_scope *scope = ag_scope_begin();
+    ag_tensor *x = ag_slice(d->train.images, 0, 0, n, 1),
+              *y = ag_slice(d->train.labels, 0, 0, n, 1);
+    ag_loader *shard = x && y ? ag_loader_new(x, y, &o) : NULL;
+    ag_scope_end(scope);
+    if (!shard) return fail("sharding the training set");
+    ag_loader_free(d->train_loader);
+    d->train_loader = shard;
+    return 0;
+}
+
+/* Loads the data and trains, evaluates or benchmarks. */
+static int run(const train_args *a, train_dist *dist) {
+    if (a->bench_steps) return bench(a, dist);
+    ag_train_data data;
+    if (ag_train_data_load(&data, a->data, &a->config, !a->eval_only, a->limit) != AG_OK)
+        return fail("loading the data set");
+    if (!a->eval_only && shard_training_set(a, &data, dist)) {
+        ag_train_data_free(&data);
+        return 1;
+    }
+    ag_trainer t = {0};
+    if (a->trace && ag_trace_start(a->trace) != AG_OK) {
+        ag_train_data_free(&data);
+        return fail("starting the trace");
+    }
+    int rc = a->eval_only ? eval_only(a, &data, &t) : train(a, &data, &t, dist);
+    if (a->trace && ag_trace_stop() != AG_OK && rc == 0) rc = fail("writing the trace");
+    detach_ddp(dist);
+    ag_trainer_free(&t);
+    ag_train_data_free(&data);
+    return rc;
+}
+
 /* `ag train`: parses the options, loads the data and trains, evaluates or benchmarks. */
 int ag_cmd_train(int argc, char **argv) {
     train_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0) return rc;
     if (ag_init() != AG_OK) return fail("initialising ag");
-    if (a.bench_steps) return bench(&a);
-    ag_train_data data;
-    if (ag_train_data_load(&data, a.data, &a.config, !a.eval_only, a.limit) != AG_OK)
-        return fail("loading the data set");
-    ag_trainer t = {0};
-    if (a.trace && ag_trace_start(a.trace) != AG_OK) {
-        ag_train_data_free(&data);
-        return fail("starting the trace");
-    }
-    rc = a.eval_only ? eval_only(&a, &data, &t) : train(&a, &data, &t);
-    if (a.trace && ag_trace_stop() != AG_OK && rc == 0) rc = fail("writing the trace");
-    ag_trainer_free(&t);
-    ag_train_data_free(&data);
-    return rc;
+    train_dist dist = {.world = 1, .bucket_cap_mb = a.bucket_cap_mb};
+    if (a.ddp && start_dist(&dist)) return 1;
+    rc = run(&a, &dist);
+    return stop_dist(&dist, rc);
 }

@@ -216,7 +216,9 @@ ag_status ag_trainer_step(ag_trainer *t) {
         return ag__error(AG_ERR_INVALID_ARG, "ag_trainer_step: trainer not initialised");
     ag_scope *scope = ag_scope_begin();
     double norm = 0;
-    ag_status st = t->scaler ? ag_grad_scaler_unscale(t->scaler, t->optimizer) : AG_OK;
+    /* Averaged across processes before anything reads the gradients (clipping's norm). */
+    ag_status st = t->sync_grads ? t->sync_grads(t->sync_user) : AG_OK;
+    if (st == AG_OK && t->scaler) st = ag_grad_scaler_unscale(t->scaler, t->optimizer);
     if (st == AG_OK && t->config.clip > 0)
         st = ag_clip_grad_norm(t->n_params, t->params, t->config.clip, 2.0, &norm);
     if (st == AG_OK && t->scaler) {
@@ -257,6 +259,7 @@ ag_status ag_train_epoch(ag_trainer *t, ag_loader *loader, ag_progress *progress
         int divisor = (int)(batches - group_start < acc ? batches - group_start : acc);
         double loss = 0;
         st = next_batch(loader, b, batches, &x, &y);
+        if (t->before_backward) t->before_backward(t->sync_user, b + 1 - group_start == divisor);
         if (st == AG_OK) st = ag_trainer_accumulate(t, x, y, divisor, &loss);
         if (st == AG_OK) {
             loss_sum += loss * (double)ag_size(x, 0);

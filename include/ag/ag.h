@@ -226,7 +226,8 @@ uint64_t ag_register_hook(ag_tensor *t, ag_grad_hook_fn fn, void *user);
  * handle is unknown or already removed. */
 ag_status ag_remove_hook(ag_tensor *t, uint64_t handle);
 /* A post-accumulate-grad hook: runs once per ag_backward for its leaf, after every
- * gradient of that backward has been accumulated into the leaf's .grad. */
+ * gradient of that backward has been accumulated into the leaf's .grad: as soon as the last
+ * graph edge into the leaf is processed, while the rest of backward still runs. */
 typedef void (*ag_post_accumulate_hook_fn)(ag_tensor *leaf, void *user);
 /* Registers a post-accumulate-grad hook on a leaf that requires grad (error on a non-leaf);
  * returns a handle > 0 that ag_remove_hook removes, or 0 on error. Not run by ag_grad,

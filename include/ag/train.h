@@ -62,6 +62,14 @@ typedef struct ag_trainer {
     ag_named_tensor *params;       /* the model's parameters (borrowed from it) */
     ag_cross_entropy_options loss; /* mean, label smoothing from config */
     ag_grad_scaler *scaler;        /* float16 AMP's loss scaler, else NULL */
+    /* Data parallelism (ag_ddp of include/ag/dist.h, which libag does not link), set by the
+     * caller after ag_trainer_init; NULL for one process. ag_train_epoch calls
+     * before_backward(sync_user, sync) before each batch's backward, sync false for the
+     * batches of a group before its last (no_sync); ag_trainer_step calls
+     * sync_grads(sync_user) first, to average the gradients across processes. */
+    void (*before_backward)(void *sync_user, bool sync);
+    ag_status (*sync_grads)(void *sync_user);
+    void *sync_user;
 } ag_trainer;
 
 /* Builds the model, AdamW and, when total_steps > 0, the learning-rate schedule over
