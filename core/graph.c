@@ -243,11 +243,16 @@ ag_tensor *ag_tensor_grad(const ag_tensor *t) {
 
 ag_status ag_set_grad(ag_tensor *t, ag_tensor *grad) {
     if (!t) return ag__error_if_none(AG_ERR_INVALID_ARG, "ag_set_grad: tensor is NULL");
-    if (grad && (grad->ndim != t->ndim ||
-                 memcmp(grad->shape, t->shape, (size_t)t->ndim * sizeof *t->shape) != 0 ||
-                 grad->dtype != t->dtype)) {
+    if (grad &&
+        (grad->ndim != t->ndim ||
+         memcmp(grad->shape, t->shape, (size_t)t->ndim * sizeof *t->shape) != 0 ||
+         grad->dtype != t->dtype || !ag__same_device(grad->storage->device, t->storage->device))) {
         char a[192], b[192];
-        return ag__error(AG_ERR_SHAPE, "ag_set_grad: assigned grad %s does not match tensor %s",
+        const ag_status st = !ag__same_device(grad->storage->device, t->storage->device)
+                                 ? AG_ERR_DEVICE
+                             : grad->dtype != t->dtype ? AG_ERR_DTYPE
+                                                       : AG_ERR_SHAPE;
+        return ag__error(st, "ag_set_grad: assigned grad %s does not match tensor %s",
                          ag__describe(grad, a, sizeof a), ag__describe(t, b, sizeof b));
     }
     ag_retain(grad);

@@ -22,10 +22,12 @@ set_tests_properties(dist_train PROPERTIES
   ENVIRONMENT "AG_BACKEND=cpu;OMP_NUM_THREADS=1;OMPI_MCA_mca_base_component_disable_dlclose=1;ASAN_OPTIONS=fast_unwind_on_malloc=0;LSAN_OPTIONS=suppressions=${CMAKE_CURRENT_LIST_DIR}/lsan_mpi.supp:fast_unwind_on_malloc=0"
   TIMEOUT 200 RUN_SERIAL TRUE SKIP_RETURN_CODE 77)
 # The same on the OpenCL backend (PoCL in CI): tensors outside host memory, staged through
-# it by the communicator and DDP.
+# it by the communicator and DDP. Leak checking stays with the cpu run of the same binary:
+# with PoCL's and Open MPI's threads together, LSan's stop-the-world tracer itself crashed
+# (signal 11 in the tracer, not in ag) in a CI sanitizer run.
 if(TARGET ag_backend_opencl)
   add_test(NAME dist_opencl COMMAND ${AG_MPIRUN} $<TARGET_FILE:test_dist>)
   set_tests_properties(dist_opencl PROPERTIES
-    ENVIRONMENT "CK_FORK=no;AG_BACKEND=opencl;OMP_NUM_THREADS=1;OMPI_MCA_mca_base_component_disable_dlclose=1;ASAN_OPTIONS=fast_unwind_on_malloc=0;LSAN_OPTIONS=suppressions=${CMAKE_CURRENT_LIST_DIR}/lsan_mpi.supp:fast_unwind_on_malloc=0"
+    ENVIRONMENT "CK_FORK=no;AG_BACKEND=opencl;OMP_NUM_THREADS=1;OMPI_MCA_mca_base_component_disable_dlclose=1;ASAN_OPTIONS=fast_unwind_on_malloc=0:detect_leaks=0"
     TIMEOUT 200 RUN_SERIAL TRUE)
 endif()
