@@ -6,6 +6,7 @@
  * once it is complete and on disk. Reads validate the whole header against the file before
  * building a tensor, so no byte sequence makes ag read out of bounds; docs/io.md lists the
  * checks. */
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <cjson/cJSON.h>
+#include <zlib.h>
 #include "ag/io.h"
 #include "../core/internal.h"
 
@@ -38,6 +40,20 @@ static const char *dtype_code(ag_dtype dtype) {
     for (size_t i = 0; i < N_DTYPES; i++)
         if (st_dtypes[i].dtype == dtype) return st_dtypes[i].name;
     return NULL;
+}
+
+/* The __metadata__ key of the data buffer's CRC-32 (zlib's crc32), in decimal. */
+#define CRC_KEY "ag_crc32"
+
+/* zlib's crc32 over any length (its length argument is an unsigned int). */
+static uint32_t crc_update(uint32_t crc, const unsigned char *p, uint64_t len) {
+    while (len) {
+        uInt chunk = len > (1u << 30) ? 1u << 30 : (uInt)len;
+        crc = (uint32_t)crc32(crc, p, chunk);
+        p += chunk;
+        len -= chunk;
+    }
+    return crc;
 }
 
 /* ---- writing ---- */
@@ -101,10 +117,14 @@ static bool add_int(cJSON *array, uint64_t v) {
     return cJSON_AddItemToArray(array, cJSON_CreateRaw(text));
 }
 
-/* The JSON header (malloc'd, padded with spaces to a multiple of 8) and its length. */
-static char *make_header(int n, const out_entry *entries, size_t *len) {
+/* The JSON header (malloc'd, padded with spaces to a multiple of 8) and its length; its
+ * __metadata__ holds the data buffer's CRC-32. */
+static char *make_header(int n, const out_entry *entries, uint32_t crc, size_t *len) {
     cJSON *root = cJSON_CreateObject();
-    bool ok = root != NULL;
+    cJSON *meta = root ? cJSON_AddObjectToObject(root, "__metadata__") : NULL;
+    char crc_text[16];
+    snprintf(crc_text, sizeof crc_text, "%lu", (unsigned long)crc);
+    bool ok = meta && cJSON_AddStringToObject(meta, CRC_KEY, crc_text);
     for (int i = 0; ok && i < n; i++) {
         const ag_tensor *t = entries[i].nt->tensor;
         cJSON *info = cJSON_AddObjectToObject(root, entries[i].nt->name);
@@ -165,6 +185,24 @@ static ag_status write_job(FILE *f, void *user) {
     return AG_OK;
 }
 
+/* The CRC-32 of the data buffer a save writes: each tensor copied to the host once more,
+ * so that the header, which precedes the data, can carry it. */
+static ag_status data_crc(int n, const out_entry *entries, uint32_t *crc) {
+    *crc = (uint32_t)crc32(0, Z_NULL, 0);
+    for (int i = 0; i < n; i++) {
+        size_t bytes = (size_t)(entries[i].end - entries[i].begin);
+        if (!bytes) continue;
+        unsigned char *buf = malloc(bytes);
+        if (!buf)
+            return ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory copying %zu bytes", bytes);
+        ag_status st = ag_to_host(entries[i].nt->tensor, buf, bytes);
+        if (st == AG_OK) *crc = crc_update(*crc, buf, bytes);
+        free(buf);
+        if (st != AG_OK) return st;
+    }
+    return AG_OK;
+}
+
 /* Writes n named tensors to path (see io.h). */
 ag_status ag_safetensors_save(const char *path, int n, const ag_named_tensor *tensors) {
     if (!path || n < 0 || (n > 0 && !tensors))
@@ -174,8 +212,10 @@ ag_status ag_safetensors_save(const char *path, int n, const ag_named_tensor *te
     ag_status st = plan_entries(path, n, tensors, entries);
     save_job job = {.path = path, .n = n, .entries = entries};
     char *header = NULL;
+    uint32_t crc = 0;
+    if (st == AG_OK) st = data_crc(n, entries, &crc);
     if (st == AG_OK) {
-        header = make_header(n, entries, &job.header_len);
+        header = make_header(n, entries, crc, &job.header_len);
         job.header = header;
         if (!header) st = ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory saving %s", path);
     }
@@ -371,6 +411,34 @@ static ag_status build_tensors(const char *path, int n, const in_entry *entries,
     return st;
 }
 
+/* Checks the data buffer against the CRC-32 in __metadata__, if the file has one (files
+ * from other writers, PyTorch's among them, have none). */
+static ag_status verify_crc(const char *path, const cJSON *root, const unsigned char *data,
+                            uint64_t size) {
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "__metadata__");
+    const cJSON *item = meta ? cJSON_GetObjectItemCaseSensitive(meta, CRC_KEY) : NULL;
+    if (!item) return AG_OK;
+    const char *text = item->valuestring; /* a string: check_metadata saw to it */
+    /* Decimal, or hex after "0x": digits only (strtoull alone would take signs, spaces and
+     * octal). */
+    bool hex = text[0] == '0' && (text[1] == 'x' || text[1] == 'X');
+    const char *digits = hex ? text + 2 : text;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long want = strtoull(digits, &end, hex ? 16 : 10);
+    if (!(hex ? isxdigit((unsigned char)*digits) : isdigit((unsigned char)*digits)) || *end ||
+        errno || want > UINT32_MAX)
+        return ag__error(AG_ERR_IO, "%s: __metadata__ \"" CRC_KEY "\" is '%.40s', not a CRC-32",
+                         path, text);
+    uint32_t got = crc_update((uint32_t)crc32(0, Z_NULL, 0), data, size);
+    if (got != want)
+        return ag__error(AG_ERR_IO,
+                         "%s: checksum mismatch: " CRC_KEY " of the %llu-byte data (file says "
+                         "%llu, data gives %lu): the file is corrupt",
+                         path, (unsigned long long)size, want, (unsigned long)got);
+    return AG_OK;
+}
+
 /* Reads every tensor of a safetensors file (see io.h). */
 ag_status ag_safetensors_load(const char *path, int *n, ag_named_tensor **tensors) {
     if (!path || !n || !tensors)
@@ -411,6 +479,7 @@ ag_status ag_safetensors_load(const char *path, int *n, ag_named_tensor **tensor
         st = parse_header(path, header, header_len, data_size, &root, &count, &entries);
     if (st == AG_OK) st = read_exact(path, f, data, data_size, "data");
     fclose(f);
+    if (st == AG_OK) st = verify_crc(path, root, data, data_size);
     ag_named_tensor *out = NULL;
     if (st == AG_OK && !(out = calloc((size_t)count + 1, sizeof *out)))
         st = ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory reading %s", path);

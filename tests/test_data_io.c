@@ -604,8 +604,10 @@ START_TEST(safetensors_round_trip_of_every_dtype_and_odd_shapes) {
     ck_assert_uint_eq(len, 8 + hl + 4 * 6 * 2 + 8 + 8 * 3);
     ck_assert_int_eq(file[8], '{');
     char *json = strndup((const char *)file + 8, hl);
+    /* __metadata__ first, with the data's CRC-32 (tests/test_durability.c checks it). */
+    ck_assert_msg(strstr(json, "{\"__metadata__\":{\"ag_crc32\":\"") == json, "%s", json);
     ck_assert_msg(
-        strstr(json, "{\"ids\":{\"dtype\":\"I64\",\"shape\":[3],\"data_offsets\":[0,24]}"), "%s",
+        strstr(json, "\"},\"ids\":{\"dtype\":\"I64\",\"shape\":[3],\"data_offsets\":[0,24]}"), "%s",
         json);
     free(json);
     free(file);

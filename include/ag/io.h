@@ -3,7 +3,9 @@
  *
  * Writes are atomic: a temporary file in the same directory, fsync, rename; a crash leaves
  * the previous file intact. Reads validate everything (header length and JSON, dtypes,
- * shapes, offsets inside the file, sizes): a corrupt file is AG_ERR_IO, never a crash. */
+ * shapes, offsets inside the file, sizes): a corrupt file is AG_ERR_IO, never a crash.
+ * ag writes the data's CRC-32 in the header's __metadata__ ("ag_crc32") and a load checks it
+ * where present (files from other writers have none). */
 #ifndef AG_IO_H
 #define AG_IO_H
 
