@@ -845,17 +845,9 @@ END_TEST
 
 /* ---- checkpoints ---- */
 
-/* A small classifier: Linear(4, hidden), GELU, LayerNorm(hidden), Linear(hidden, 3)
- * ("0.*", "2.*", "3.*"), weights drawn from a generator seeded with seed. */
+/* tu_classifier, asserted to exist. */
 static ag_module *classifier(int64_t hidden, uint64_t seed) {
-    ag_generator *gen = ag_generator_new(seed);
-    ag_module *layers[4];
-    layers[0] = ag_linear_new(4, hidden, true, gen);
-    layers[1] = ag_gelu_new(false);
-    layers[2] = ag_layer_norm_new(hidden, 1e-5, true);
-    layers[3] = ag_linear_new(hidden, 3, true, gen);
-    ag_generator_free(gen);
-    ag_module *m = ag_sequential_new(4, layers);
+    ag_module *m = tu_classifier(hidden, seed);
     ck_assert_msg(m != NULL, "%s", ag_last_error());
     return m;
 }

@@ -42,22 +42,10 @@ static const char *tmp(const char *name) {
     return buf;
 }
 
-/* Linear(4, hidden), GELU, LayerNorm(hidden), Linear(hidden, 3), weights from seed. */
-static ag_module *classifier(int64_t hidden, uint64_t seed) {
-    ag_generator *gen = ag_generator_new(seed);
-    ag_module *layers[4];
-    layers[0] = ag_linear_new(4, hidden, true, gen);
-    layers[1] = ag_gelu_new(false);
-    layers[2] = ag_layer_norm_new(hidden, 1e-5, true);
-    layers[3] = ag_linear_new(hidden, 3, true, gen);
-    ag_generator_free(gen);
-    return ag_sequential_new(4, layers);
-}
-
 /* The writer process: saves checkpoint B to path until killed. Tells the parent on fd 3
  * when it is about to start, so that the kill's delay counts from the first save. */
 static int run_writer(const char *path, int64_t hidden) {
-    ag_module *b = classifier(hidden, 2);
+    ag_module *b = tu_classifier(hidden, 2);
     if (!b) return 2;
     if (write(3, "r", 1) != 1) return 3;
     for (;;)
@@ -135,7 +123,7 @@ START_TEST(killed_checkpoint_saves_leave_the_old_or_the_new_file_whole) {
     snprintf(path, sizeof path, "%s", tmp("ckpt.safetensors"));
     mkdir(tmp("ref"), 0755);
     /* References: A and B as written whole, loaded back. */
-    ag_module *a = classifier(HIDDEN_A, 1), *b = classifier(HIDDEN_B, 2);
+    ag_module *a = tu_classifier(HIDDEN_A, 1), *b = tu_classifier(HIDDEN_B, 2);
     ck_assert_ptr_nonnull(a);
     ck_assert_ptr_nonnull(b);
     ck_assert_int_eq(ag_checkpoint_save(tmp("ref/a.safetensors"), a, NULL), AG_OK);
@@ -175,7 +163,7 @@ START_TEST(killed_checkpoint_saves_leave_the_old_or_the_new_file_whole) {
         as_a += is_a;
         as_b += is_b;
         /* It loads as a checkpoint too, into a model of its shape. */
-        ag_module *m = classifier(is_a ? HIDDEN_A : HIDDEN_B, 7);
+        ag_module *m = tu_classifier(is_a ? HIDDEN_A : HIDDEN_B, 7);
         ck_assert_msg(ag_checkpoint_load(path, m, NULL) == AG_OK, "%s", ag_last_error());
         ag_module_free(m);
         /* A killed save leaves at most its own temporary file, never another name. */
@@ -237,7 +225,7 @@ static void write_whole(const char *path, const void *bytes, size_t len) {
 }
 
 START_TEST(a_changed_data_byte_fails_the_checksum) {
-    ag_module *a = classifier(HIDDEN_A, 1);
+    ag_module *a = tu_classifier(HIDDEN_A, 1);
     const char *path = tmp("flip.safetensors"), *bad = tmp("flipped.safetensors");
     ck_assert_int_eq(ag_checkpoint_save(path, a, NULL), AG_OK);
     size_t len;
@@ -261,7 +249,7 @@ START_TEST(a_changed_data_byte_fails_the_checksum) {
         ck_assert_ptr_null(t);
         file[at] ^= at % 2 ? 0x01 : 0xff;
     }
-    ag_module *b = classifier(HIDDEN_A, 9);
+    ag_module *b = tu_classifier(HIDDEN_A, 9);
     expect_error(ag_checkpoint_load(bad, b, NULL), AG_ERR_IO, "checksum mismatch");
     ag_module_free(b);
     free(file);

@@ -223,14 +223,6 @@ START_TEST(test_train_trace_cli) {
 }
 END_TEST
 
-/* Removes the temporary directory and what the tests wrote into it. */
-static void remove_tmpdir(void) {
-    if (!tmpdir[0]) return;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", tmpdir);
-}
-
 static Suite *graph_tools_suite(void) {
     Suite *s = suite_create("graph_tools");
     TCase *dot = tcase_create("dot");
@@ -251,6 +243,6 @@ static Suite *graph_tools_suite(void) {
 
 int main(void) {
     int rc = tu_run_suite(graph_tools_suite());
-    remove_tmpdir();
+    tu_remove_tmpdir(tmpdir);
     return rc;
 }

@@ -266,14 +266,6 @@ START_TEST(test_png_failed_write_keeps_file) {
 }
 END_TEST
 
-/* Removes the temporary directory and what the tests wrote into it. */
-static void remove_tmpdir(void) {
-    if (!tmpdir[0]) return;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", tmpdir);
-}
-
 static Suite *image_io_suite(void) {
     Suite *s = suite_create("image_io");
     TCase *png = tcase_create("png");
@@ -289,6 +281,6 @@ static Suite *image_io_suite(void) {
 
 int main(void) {
     int rc = tu_run_suite(image_io_suite());
-    remove_tmpdir();
+    tu_remove_tmpdir(tmpdir);
     return rc;
 }

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include "ag/ag.h"
 #include "ag/half.h"
+#include "ag/nn.h"
 
 /* A macro's value as a string literal: AG_TEST_STR(AG_BACKEND_ABI_MINOR) is "1". */
 #define AG_TEST_STR(x)  AG_TEST_STR_(x)
@@ -215,6 +216,28 @@ static inline const char *tu_tmp_path(char *dir, size_t dir_size, const char *ta
     }
     snprintf(buf, size, "%s/%s", dir, name);
     return buf;
+}
+
+/* Removes a directory from tu_tmp_path (if one was made) and everything in it. */
+static inline void tu_remove_tmpdir(const char *dir) {
+    if (!dir[0]) return;
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", dir);
+}
+
+/* A small classifier for checkpoint tests: Linear(4, hidden), GELU, LayerNorm(hidden),
+ * Linear(hidden, 3) ("0.*", "2.*", "3.*"), weights drawn from a generator seeded with seed;
+ * NULL with the error set on failure. */
+static inline ag_module *tu_classifier(int64_t hidden, uint64_t seed) {
+    ag_generator *gen = ag_generator_new(seed);
+    ag_module *layers[4];
+    layers[0] = ag_linear_new(4, hidden, true, gen);
+    layers[1] = ag_gelu_new(false);
+    layers[2] = ag_layer_norm_new(hidden, 1e-5, true);
+    layers[3] = ag_linear_new(hidden, 3, true, gen);
+    ag_generator_free(gen);
+    return ag_sequential_new(4, layers);
 }
 
 /* The usual Check fixture: each test starts with no pending error, inside a scope of its
