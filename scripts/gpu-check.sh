@@ -37,6 +37,11 @@ if [[ -d .gpu-deps ]] && compgen -G ".gpu-deps/*.deb" >/dev/null; then
     mkdir -p "$root"
     for deb in .gpu-deps/*.deb; do dpkg -x "$deb" "$root"; done
     lib=$root/usr/lib/x86_64-linux-gnu
+    # A -dev package's libX.so can be an absolute link (zlib's points at /lib/...): repoint
+    # it into the prefix, or the linker finds no shared library there and takes the .a.
+    for link in "$lib"/*.so; do
+        target=$(readlink "$link") && [[ $target == /* ]] && ln -sf "$root$target" "$link"
+    done
     export PATH=$root/usr/bin:$PATH
     export LD_LIBRARY_PATH=$lib:$lib/openblas-openmp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     # Only the private prefix is searched, its paths prefixed with it.

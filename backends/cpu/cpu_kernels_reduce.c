@@ -130,7 +130,7 @@ static ag_status plan_reduction(red_plan *pl, const ag_kernel_args *args, const 
                                  int64_t end, NAME##_acc_##T *acc) {                               \
         NAME##_acc_##T a = *acc;                                                                   \
         const int64_t s = inner->strides[0][inner->ndim - 1];                                      \
-        int64_t off;                                                                               \
+        int64_t off = 0; /* set by cpu_cursor_next; GCC 13 cannot tell */                          \
         cpu_cursor c;                                                                              \
         cpu_cursor_seek(&c, inner, begin);                                                         \
         for (int64_t pos = begin; pos < end;) {                                                    \
@@ -147,7 +147,7 @@ static ag_status plan_reduction(red_plan *pl, const ag_kernel_args *args, const 
     static void NAME##_across_##T(const cpu_geom *inner, const T *in, int64_t start, int64_t step, \
                                   int64_t nb, NAME##_acc_##T *acc) {                               \
         const int64_t s = inner->strides[0][inner->ndim - 1];                                      \
-        int64_t off;                                                                               \
+        int64_t off = 0; /* set by cpu_cursor_next; GCC 13 cannot tell */                          \
         cpu_cursor c;                                                                              \
         cpu_cursor_seek(&c, inner, 0);                                                             \
         for (int64_t pos = 0; pos < inner->numel;) {                                               \
