@@ -13,7 +13,7 @@
 static const char self_marker;
 
 ag_origin *ag__anomaly_origin(void) {
-    ag_origin *o = malloc(sizeof *o);
+    ag_origin *o = ag__malloc(sizeof *o);
     if (o) o->n_frames = backtrace(o->frames, (int)(sizeof o->frames / sizeof o->frames[0]));
     return o;
 }

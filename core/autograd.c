@@ -46,8 +46,8 @@ static void list_free(ptr_list *l) {
 static ag_status list_push(ptr_list *l, void *n) {
     if (l->count == l->capacity) {
         size_t cap = l->capacity * 2;
-        void **items = l->items == l->inline_items ? malloc(cap * sizeof *items)
-                                                   : realloc(l->items, cap * sizeof *items);
+        void **items = l->items == l->inline_items ? ag__malloc(cap * sizeof *items)
+                                                   : ag__realloc(l->items, cap * sizeof *items);
         if (!items) return ag__error(AG_ERR_OUT_OF_MEMORY, "backward: out of host memory");
         if (l->items == l->inline_items) memcpy(items, l->inline_items, sizeof l->inline_items);
         l->items = items;
@@ -354,8 +354,9 @@ static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, pt
                           leaf_lists *lv) {
     ag_tensor *out_grads[16] = {0}, *in_grads_buf[16] = {0};
     ag_tensor **out_g =
-        n->n_outputs <= 16 ? out_grads : calloc((size_t)n->n_outputs, sizeof *out_g);
-    ag_tensor **in_g = n->n_inputs <= 16 ? in_grads_buf : calloc((size_t)n->n_inputs, sizeof *in_g);
+        n->n_outputs <= 16 ? out_grads : ag__calloc((size_t)n->n_outputs, sizeof *out_g);
+    ag_tensor **in_g =
+        n->n_inputs <= 16 ? in_grads_buf : ag__calloc((size_t)n->n_inputs, sizeof *in_g);
     ag_status st =
         out_g && in_g ? AG_OK : ag__error(AG_ERR_OUT_OF_MEMORY, "backward: out of memory");
     if (st == AG_OK) st = gather_output_grads(n, cap, out_g);
@@ -370,8 +371,13 @@ static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, pt
          * results so that differentiating them fails (PyTorch's DelayedError). */
         bool once = create && n->op->once_differentiable;
         if (once) ag_set_grad_enabled(false);
-        uint64_t traced = ag__trace_begin();
+        uint64_t traced = ag__trace_begin(), errors_before = ag__errors_set();
         st = n->op->backward(&ctx);
+        /* Backward rules are chains of ops that pass a NULL along: one that failed (out of
+         * memory, say) leaves its error and a NULL gradient, which must not pass for "no
+         * gradient" and a silently wrong result. */
+        if (st == AG_OK && ag__errors_set() != errors_before && ag_last_status() != AG_OK)
+            st = ag_last_status();
         ag__trace_end(traced, n->op->name, true, n->out_meta[0].device, n->n_outputs, out_g);
         if (once) {
             ag_set_grad_enabled(true);

@@ -271,7 +271,7 @@ static char *search_dirs_new(void) {
      * or installed with another --prefix still finds its own backends. */
     if (libag_dir(self, sizeof self)) snprintf(self_ag, sizeof self_ag, "%s/ag", self);
     char *list =
-        calloc((env ? strlen(env) : 0) + 2 * strlen(self) + sizeof AG_INSTALL_LIBDIR + 8, 1);
+        ag__calloc((env ? strlen(env) : 0) + 2 * strlen(self) + sizeof AG_INSTALL_LIBDIR + 8, 1);
     if (!list) return NULL;
     const char *p = env ? env : "", *seg;
     size_t n;

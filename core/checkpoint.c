@@ -117,10 +117,10 @@ ag_status ag_checkpoint(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *co
     if (!ag_is_grad_enabled() || ag__checkpoint_current)
         return run_function(fn, user, n_inputs, inputs, n_outputs, outputs);
 
-    ag_checkpoint_frame *f = calloc(1, sizeof *f);
+    ag_checkpoint_frame *f = ag__calloc(1, sizeof *f);
     if (f && n_inputs) {
-        f->inputs = calloc((size_t)n_inputs, sizeof *f->inputs);
-        f->input_versions = calloc((size_t)n_inputs, sizeof *f->input_versions);
+        f->inputs = ag__calloc((size_t)n_inputs, sizeof *f->inputs);
+        f->input_versions = ag__calloc((size_t)n_inputs, sizeof *f->input_versions);
     }
     if (!f || (n_inputs && (!f->inputs || !f->input_versions))) {
         if (f) free(f->inputs);
@@ -151,9 +151,9 @@ ag_status ag_checkpoint(ag_tensor_fn fn, void *user, int n_inputs, ag_tensor *co
 static ag_status frame_grow(ag_checkpoint_frame *f) {
     if (f->n_nodes < f->capacity) return AG_OK;
     int cap = f->capacity ? f->capacity * 2 : 16;
-    const ag_op_def **ops = realloc(f->ops, (size_t)cap * sizeof *ops);
+    const ag_op_def **ops = ag__realloc(f->ops, (size_t)cap * sizeof *ops);
     if (ops) f->ops = ops;
-    ag_node **nodes = ops ? realloc(f->nodes, (size_t)cap * sizeof *nodes) : NULL;
+    ag_node **nodes = ops ? ag__realloc(f->nodes, (size_t)cap * sizeof *nodes) : NULL;
     if (!nodes)
         return ag__error(AG_ERR_OUT_OF_MEMORY, "ag_checkpoint: out of host memory recording");
     f->nodes = nodes;
@@ -282,7 +282,7 @@ ag_status ag__checkpoint_recompute(ag_node *n) {
     if (st != AG_OK) return st;
     ag_tensor *outputs_buf[8];
     ag_tensor **outputs =
-        f->n_outputs <= 8 ? outputs_buf : calloc((size_t)f->n_outputs, sizeof *outputs);
+        f->n_outputs <= 8 ? outputs_buf : ag__calloc((size_t)f->n_outputs, sizeof *outputs);
     ag_scope *scope = outputs ? ag_scope_begin() : NULL;
     if (!scope) {
         if (outputs != outputs_buf) free(outputs);

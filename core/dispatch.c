@@ -39,7 +39,7 @@ ag_status ag__op_register_many(ag_op_def *const *ops, int n) {
     if (st == AG_OK && registry_count + n > registry_capacity) {
         int cap = registry_capacity ? registry_capacity : 128;
         while (cap < registry_count + n) cap *= 2;
-        ag_op_def **grown = realloc(registry, (size_t)cap * sizeof *grown);
+        ag_op_def **grown = ag__realloc(registry, (size_t)cap * sizeof *grown);
         if (grown) {
             registry = grown;
             registry_capacity = cap;
@@ -216,15 +216,19 @@ static ag_status run_in_float32(ag_op_def *op, ag_device device, ag_dtype key, i
         st = widen(be, device, &out[j], &w_out[j]);
         bool overlaps = false;
         for (int i = 0; i < n_in; i++) overlaps |= in[i].data == out[j].data;
+        ag_kernel_tensor current = compact_source(&out[j]);
         if (st == AG_OK && overlaps)
-            st = ag__run_kernel(&convert_op, device, AG_F32, 1, &out[j], 1, &w_out[j].buf, NULL);
+            st = ag__run_kernel(&convert_op, device, AG_F32, 1, &current, 1, &w_out[j].buf, NULL);
         wout[j] = w_out[j].view;
     }
     if (st == AG_OK) st = ag__run_kernel(op, device, AG_F32, n_in, win, n_out, wout, attrs);
     for (int j = 0; j < n_out && st == AG_OK; j++) {
         const widened *w = same_as_input[j] >= 0 ? &w_in[same_as_input[j]] : &w_out[j];
+        /* From the view, which has out's shape: buf is compacted to extent 1 where out has
+         * stride 0 (a zero-size tensor has it before its last 0 extent: [0, 3, 4, 0] has
+         * strides [0, 0, 0, 1]), and the copy refuses a shape that differs from out's. */
         if (w->buf.data)
-            st = ag__run_kernel(&convert_op, device, out[j].dtype, 1, &w->buf, 1, &out[j], NULL);
+            st = ag__run_kernel(&convert_op, device, out[j].dtype, 1, &w->view, 1, &out[j], NULL);
     }
     for (int i = 0; i < n_in; i++)
         if (w_in[i].buf.data) be->iface.free(device.index, w_in[i].buf.data, w_in[i].bytes);
@@ -382,12 +386,14 @@ ag_status ag__forward_reduce(ag_op_ctx *ctx) {
 /* AG_CPU_FALLBACK=1 lets ops that a device has no kernel for run on the cpu backend, with
  * copies there and back; without it such an op is an error naming the op and backend. */
 static bool cpu_fallback_enabled(void) {
-    static int enabled = -1;
-    if (enabled < 0) {
+    static int enabled = -1; /* atomic: any thread may be the first to ask */
+    int on = __atomic_load_n(&enabled, __ATOMIC_RELAXED);
+    if (on < 0) {
         const char *env = getenv("AG_CPU_FALLBACK");
-        enabled = env && strcmp(env, "1") == 0;
+        on = env && strcmp(env, "1") == 0;
+        __atomic_store_n(&enabled, on, __ATOMIC_RELAXED);
     }
-    return enabled;
+    return on;
 }
 
 /* Runs op on cpu copies of the inputs and copies the outputs back (recorded in the graph

@@ -60,11 +60,11 @@ static ag_status write_and_rename(char *tmp, const char *who, const char *path,
 ag_status ag__write_file_atomic(const char *who, const char *path, ag__file_writer write,
                                 void *user) {
     const char *slash = strrchr(path, '/');
-    char *dir = !slash          ? strdup(".")
-                : slash == path ? strdup("/")
-                                : strndup(path, (size_t)(slash - path));
+    char *dir = !slash          ? ag__strdup(".")
+                : slash == path ? ag__strdup("/")
+                                : ag__strndup(path, (size_t)(slash - path));
     size_t size = strlen(path) + 32;
-    char *tmp = malloc(size);
+    char *tmp = ag__malloc(size);
     ag_status st = AG_OK;
     if (!dir || !tmp) {
         st = ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory writing %s", who, path);

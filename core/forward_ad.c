@@ -44,7 +44,7 @@ static void unlink_dual(ag_dual *d) {
 
 ag_status ag__set_tangent(ag_tensor *t, ag_tensor *tangent) {
     ag_dual *fresh = NULL;
-    if (tangent && !t->dual && !(fresh = calloc(1, sizeof *fresh)))
+    if (tangent && !t->dual && !(fresh = ag__calloc(1, sizeof *fresh)))
         return ag__error(AG_ERR_OUT_OF_MEMORY, "forward AD: out of host memory");
     ag_tensor *old = NULL;
     ag_dual *gone = NULL;
@@ -266,8 +266,8 @@ ag_status ag__fwad_propagate(ag_op_def *op, int n_inputs, ag_tensor *const *inpu
     if (op->flags & AG_OPF_NONDIFF) return AG_OK;
     ag_tensor *small_in[SMALL], *small_out[SMALL] = {NULL};
     ag_tensor **tangents = small_in, **out_tangents = small_out;
-    if (n_inputs > SMALL) tangents = malloc((size_t)n_inputs * sizeof *tangents);
-    if (n_outputs > SMALL) out_tangents = calloc((size_t)n_outputs, sizeof *out_tangents);
+    if (n_inputs > SMALL) tangents = ag__malloc((size_t)n_inputs * sizeof *tangents);
+    if (n_outputs > SMALL) out_tangents = ag__calloc((size_t)n_outputs, sizeof *out_tangents);
     if (!tangents || !out_tangents) {
         if (tangents != small_in) free(tangents);
         return ag__error(AG_ERR_OUT_OF_MEMORY, "forward AD: out of host memory");

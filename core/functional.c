@@ -392,7 +392,7 @@ static ag_status jacobian_by_rows(const char *who, int n_outputs, ag_tensor *con
         ag_tensor *out = outputs[j];
         if (!out->requires_grad && o->strict) st = check_output_requires_grad(who, j, out);
         const int64_t rows = out->numel;
-        ag_tensor **row = calloc((size_t)(rows ? rows : 1) * (size_t)n_inputs, sizeof *row);
+        ag_tensor **row = ag__calloc((size_t)(rows ? rows : 1) * (size_t)n_inputs, sizeof *row);
         if (!row) st = ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory", who);
         for (int64_t k = 0; k < rows && st == AG_OK && out->requires_grad; k++) {
             ag_tensor *e = one_hot_at(out, k);
@@ -414,7 +414,7 @@ static ag_status jacobian_by_rows(const char *who, int n_outputs, ag_tensor *con
                                "%s: output %d of the user-provided function is independent of "
                                "input %d. This is not allowed in strict mode (strict=true)",
                                who, j, i);
-            ag_tensor **parts = malloc((size_t)(rows ? rows : 1) * sizeof *parts);
+            ag_tensor **parts = ag__malloc((size_t)(rows ? rows : 1) * sizeof *parts);
             if (!parts && st == AG_OK)
                 st = ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory", who);
             for (int64_t k = 0; k < rows && st == AG_OK; k++) {
@@ -444,7 +444,7 @@ static ag_status jacobian_by_columns(ag_tensor_fn fn, void *user, int n_outputs,
     ag_tensor *v[FN_MAX_IO] = {NULL}, *primals[FN_MAX_IO], *tangents[FN_MAX_IO];
     for (int i = 0; i < n_inputs && st == AG_OK; i++) {
         const int64_t cols = x[i]->numel;
-        ag_tensor **col = calloc((size_t)(cols ? cols : 1) * (size_t)n_outputs, sizeof *col);
+        ag_tensor **col = ag__calloc((size_t)(cols ? cols : 1) * (size_t)n_outputs, sizeof *col);
         if (!col) st = ag__error(AG_ERR_OUT_OF_MEMORY, "jacobian: out of host memory");
         /* An empty input has no column: one pass without tangents gives the outputs'
          * shapes, and its blocks are empty. */
@@ -485,7 +485,7 @@ static ag_status jacobian_by_columns(ag_tensor_fn fn, void *user, int n_outputs,
                                "independent of input %d. This is not allowed in strict mode "
                                "(strict=true)",
                                j, i);
-            ag_tensor **parts = malloc((size_t)cols * sizeof *parts);
+            ag_tensor **parts = ag__malloc((size_t)cols * sizeof *parts);
             if (!parts && st == AG_OK)
                 st = ag__error(AG_ERR_OUT_OF_MEMORY, "jacobian: out of host memory");
             for (int64_t k = 0; k < cols && st == AG_OK; k++) {

@@ -22,7 +22,7 @@ static ag_status eval_to_host(ag_gradcheck_fn fn, void *user, ag_tensor *const *
                        ag_dtype_name(out->dtype));
     if (st == AG_OK) {
         *n = out->numel;
-        *values = malloc((size_t)(out->numel ? out->numel : 1) * sizeof **values);
+        *values = ag__malloc((size_t)(out->numel ? out->numel : 1) * sizeof **values);
         st = *values ? ag_to_host(out, *values, (size_t)out->numel * sizeof **values)
                      : ag__error(AG_ERR_OUT_OF_MEMORY, "gradcheck: out of host memory");
     }
@@ -46,7 +46,7 @@ static ag_status poke(ag_tensor *t, double *host, int64_t j, double value) {
 static ag_status numerical(ag_gradcheck_fn fn, void *user, ag_tensor *const *inputs, int i,
                            double eps, int64_t n_out, double *num) {
     ag_tensor *t = inputs[i];
-    double *host = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *host);
+    double *host = ag__malloc((size_t)(t->numel ? t->numel : 1) * sizeof *host);
     if (!host) return ag__error(AG_ERR_OUT_OF_MEMORY, "gradcheck: out of host memory");
     ag_status st = ag_to_host(t, host, (size_t)t->numel * sizeof *host);
     for (int64_t j = 0; j < t->numel && st == AG_OK; j++) {
@@ -70,8 +70,8 @@ static ag_status numerical(ag_gradcheck_fn fn, void *user, ag_tensor *const *inp
 static ag_status analytical(ag_tensor *out, ag_tensor *const *inputs, int i, double *ana) {
     ag_tensor *t = inputs[i];
     int64_t n_out = out->numel;
-    double *onehot = calloc((size_t)(n_out ? n_out : 1), sizeof *onehot);
-    double *g = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *g);
+    double *onehot = ag__calloc((size_t)(n_out ? n_out : 1), sizeof *onehot);
+    double *g = ag__malloc((size_t)(t->numel ? t->numel : 1) * sizeof *g);
     ag_status st =
         onehot && g ? AG_OK : ag__error(AG_ERR_OUT_OF_MEMORY, "gradcheck: out of memory");
     for (int64_t k = 0; k < n_out && st == AG_OK; k++) {
@@ -124,7 +124,7 @@ ag_status ag_gradcheck(ag_gradcheck_fn fn, void *user, int n_inputs, ag_tensor *
                            ag_dtype_name(out->dtype));
         int64_t n_out = st == AG_OK ? out->numel : 0, n_in = inputs[i]->numel;
         size_t cells = (size_t)(n_out * n_in > 0 ? n_out * n_in : 1);
-        double *num = calloc(cells, sizeof *num), *ana = calloc(cells, sizeof *ana);
+        double *num = ag__calloc(cells, sizeof *num), *ana = ag__calloc(cells, sizeof *ana);
         if (st == AG_OK && (!num || !ana))
             st = ag__error(AG_ERR_OUT_OF_MEMORY, "gradcheck: out of memory");
         /* An output without history has an analytical Jacobian of zeros. */

@@ -50,7 +50,7 @@ static ag_node *node_new(ag_op_def *op, int n_in, int n_out) {
     size_t size = sizeof(ag_node) + (size_t)n_in * (sizeof(ag_edge) + sizeof(ag_meta) + per_slot) +
                   (size_t)n_out * (sizeof(ag_meta) + sizeof(ag_tensor *) + per_slot);
     /* Most nodes (up to 5 inputs, 1 output) fit a pooled block: no malloc per op. */
-    ag_node *n = size <= AG_POOL_NODE_BYTES ? ag__pool_alloc(AG_POOL_NODE) : calloc(1, size);
+    ag_node *n = size <= AG_POOL_NODE_BYTES ? ag__pool_alloc(AG_POOL_NODE) : ag__calloc(1, size);
     if (!n) return NULL;
     n->pooled = size <= AG_POOL_NODE_BYTES;
     char *p = (char *)(n + 1);
@@ -148,28 +148,21 @@ void ag__node_free_saved(ag_node *n) {
 }
 
 /* Frees a node whose count reached zero, then its inputs' nodes, iteratively: a chain of
- * a million nodes (a long RNN) must not overflow the C stack. */
+ * a million nodes (a long RNN) must not overflow the C stack. Nodes waiting to be freed are
+ * linked through their dead_next field, so freeing never needs memory. */
 void ag__node_release(ag_node *node) {
     if (!node || __atomic_sub_fetch(&node->refcount, 1, __ATOMIC_ACQ_REL) != 0) return;
-    ag_node *stack_buf[64], **stack = stack_buf;
-    size_t top = 0, cap = 64;
-    stack[top++] = node;
-    while (top) {
-        ag_node *n = stack[--top];
+    ag_node *dead = node;
+    node->dead_next = NULL;
+    while (dead) {
+        ag_node *n = dead;
+        dead = n->dead_next;
         for (int i = 0; i < n->n_inputs; i++) {
             ag_release(n->edges[i].leaf);
             ag_node *next = n->edges[i].node;
             if (!next || __atomic_sub_fetch(&next->refcount, 1, __ATOMIC_ACQ_REL) != 0) continue;
-            if (top == cap) {
-                size_t ncap = cap * 2;
-                ag_node **grown = stack == stack_buf ? malloc(ncap * sizeof *grown)
-                                                     : realloc(stack, ncap * sizeof *grown);
-                if (!grown) abort(); /* cannot free the graph without memory: invariant */
-                if (stack == stack_buf) memcpy(grown, stack_buf, sizeof stack_buf);
-                stack = grown;
-                cap = ncap;
-            }
-            stack[top++] = next;
+            next->dead_next = dead;
+            dead = next;
         }
         ag__node_free_saved(n);
         if (n->checkpoint) ag__checkpoint_node_freed(n);
@@ -185,7 +178,6 @@ void ag__node_release(ag_node *node) {
         else
             free(n);
     }
-    if (stack != stack_buf) free(stack);
 }
 
 /* ---- what backward functions see ---- */
@@ -269,7 +261,7 @@ ag_status ag_retain_grad(ag_tensor *t) {
     if (!t->grad_fn) return AG_OK; /* leaves keep their grad anyway */
     ag_node *n = t->grad_fn;
     if (!n->retained) {
-        n->retained = calloc((size_t)n->n_outputs, sizeof *n->retained);
+        n->retained = ag__calloc((size_t)n->n_outputs, sizeof *n->retained);
         if (!n->retained) return ag__error(AG_ERR_OUT_OF_MEMORY, "ag_retain_grad: out of memory");
     }
     n->retained[t->output_nr] = t;
@@ -312,7 +304,7 @@ static uint64_t add_hook(const char *who, ag_tensor *t, ag_grad_hook_fn fn,
                   who, t->grad_fn->op->name);
         return 0;
     }
-    ag_hook *h = calloc(1, sizeof *h);
+    ag_hook *h = ag__calloc(1, sizeof *h);
     if (!h) {
         ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of memory", who);
         return 0;

@@ -26,7 +26,7 @@ static size_t set_slot(const void **slots, size_t capacity, const void *p) {
 static int set_add(ptr_set *s, const void *p) {
     if (2 * (s->count + 1) > s->capacity) {
         size_t cap = s->capacity ? 2 * s->capacity : 64;
-        const void **slots = calloc(cap, sizeof *slots);
+        const void **slots = ag__calloc(cap, sizeof *slots);
         if (!slots) return -1;
         for (size_t i = 0; i < s->capacity; i++)
             if (s->slots[i]) slots[set_slot(slots, cap, s->slots[i])] = s->slots[i];
@@ -89,7 +89,7 @@ static void put_leaf(FILE *f, const ag_tensor *t) {
 static ag_status put_graph(FILE *f, ag_node *start) {
     ptr_set seen = {0};
     size_t count = 0, capacity = 64;
-    ag_node **stack = malloc(capacity * sizeof *stack);
+    ag_node **stack = ag__malloc(capacity * sizeof *stack);
     bool ok = stack && set_add(&seen, start) >= 0;
     if (ok) stack[count++] = start;
     while (ok && count) {
@@ -104,7 +104,7 @@ static ag_status put_graph(FILE *f, ag_node *start) {
             fprintf(f, "  %c%p -> n%p;\n", e->node ? 'n' : 't', from, (const void *)n);
             if (added == 1 && e->leaf) put_leaf(f, e->leaf);
             if (added == 1 && e->node && count == capacity) {
-                ag_node **grown = realloc(stack, 2 * capacity * sizeof *stack);
+                ag_node **grown = ag__realloc(stack, 2 * capacity * sizeof *stack);
                 ok = grown != NULL;
                 if (ok) {
                     stack = grown;

@@ -33,10 +33,30 @@ ag_status ag__error_if_none(ag_status status, const char *fmt, ...)
 /* How many errors this thread has set so far: tells whether a callback (a plugin's shape
  * rule or backward) set its own message. */
 uint64_t ag__errors_set(void);
+/* Composite ops (public functions built from other ops: conv2d, mse_loss, copy_, RNN
+ * cells...) bracket their work with these, so that an error raised by an op inside names
+ * the function the caller called and the caller's arguments: "conv2d(float32[1, 1, 4, 4] on
+ * cpu:0, ...): matmul: ...". Only the outermost composite is named; arguments (n of them,
+ * NULL entries allowed) are borrowed until ag__context_exit. */
+void ag__context_enter(const char *op, int n, ag_tensor *const *arguments);
+void ag__context_exit(void);
 /* Formats "[2, 3]" of a shape into buf (returns buf). */
 char *ag__shape_fmt(char *buf, size_t size, int ndim, const int64_t *shape);
 /* Debug logging when AG_LOG=debug. */
 void ag__log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- host allocation (core/alloc.c) ---- */
+
+/* Counts one allocation on this thread; true when ag_debug_fail_allocation chose it to fail.
+ * Allocations that do not go through the wrappers below (device buffers) call it directly. */
+bool ag__allocation_fails(void);
+/* malloc, calloc, realloc, strdup and strndup that count and can be made to fail: libag
+ * allocates through these only. */
+void *ag__malloc(size_t size);
+void *ag__calloc(size_t count, size_t size);
+void *ag__realloc(void *p, size_t size);
+char *ag__strdup(const char *s);
+char *ag__strndup(const char *s, size_t n);
 
 /* ---- backends (core/backend_loader.c) ---- */
 
@@ -310,6 +330,7 @@ struct ag_node {
     int deps;             /* pending downstream contributions */
     bool needed;          /* leads to a gradient the backward must produce (ag_grad prunes) */
     ag_tensor **grad_buf; /* n_outputs accumulated gradients */
+    ag_node *dead_next;   /* ag__node_release's list of nodes to free (no allocation) */
 };
 
 /* Records a node for op with the given inputs/outputs (see dispatch). */

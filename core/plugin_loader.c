@@ -77,7 +77,7 @@ static ag_status host_error(ag_status status, const char *fmt, ...) {
 static void *reserve(void *array, int *capacity, int n, size_t size) {
     if (n < *capacity) return array;
     int cap = *capacity ? 2 * *capacity : 8;
-    void *grown = realloc(array, (size_t)cap * size);
+    void *grown = ag__realloc(array, (size_t)cap * size);
     if (grown) *capacity = cap;
     return grown;
 }
@@ -191,7 +191,7 @@ static bool make_room(plugin *p, const char *real) {
     plugin *grown = reserve(plugins, &capacity, count, sizeof *grown);
     if (!grown) return false;
     plugins = grown;
-    return (p->path = strdup(real)) != NULL;
+    return (p->path = ag__strdup(real)) != NULL;
 }
 
 /* The error of a refused plugin. */
@@ -254,7 +254,7 @@ ag_status ag_plugin_load(const char *path) {
 
 /* Loads each plugin of the ':'-separated list, up to the first failure. */
 static ag_status load_list_locked(const char *list) {
-    char *copy = strdup(list);
+    char *copy = ag__strdup(list);
     if (!copy) return ag__error(AG_ERR_OUT_OF_MEMORY, "no memory to read AG_PLUGINS");
     ag_status st = AG_OK;
     char *save;

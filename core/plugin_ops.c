@@ -305,7 +305,7 @@ static ag_status kernel_backward(ag_backward_ctx *ctx) {
 
 ag_status ag__plugin_op_def_new(const ag_plugin_op *decl, size_t decl_size, ag_op_def **out) {
     *out = NULL;
-    plugin_def *p = calloc(1, sizeof *p);
+    plugin_def *p = ag__calloc(1, sizeof *p);
     if (!p) return ag__error(AG_ERR_OUT_OF_MEMORY, "plugin op: out of host memory");
     /* A plugin built against an older minor has a shorter struct: the rest stays zero. */
     memcpy(&p->decl, decl, decl_size < sizeof p->decl ? decl_size : sizeof p->decl);

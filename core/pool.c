@@ -8,8 +8,13 @@
 #include <string.h>
 #include "internal.h"
 
-/* Most free structs one thread keeps per class; beyond that they go back to malloc. */
+/* Most free structs one thread keeps per class; beyond that they go back to malloc. Under
+ * AddressSanitizer none are kept, so that it sees a struct used after its release. */
+#ifdef __SANITIZE_ADDRESS__
+#define POOL_LIMIT 0
+#else
 #define POOL_LIMIT 4096
+#endif
 
 typedef struct pool_item {
     struct pool_item *next;
@@ -43,6 +48,8 @@ static void make_exit_key(void) {
 }
 
 void *ag__pool_alloc(ag_pool_class cls) {
+    /* Counted whether or not the free list serves it, so a failure walk reaches it. */
+    if (ag__allocation_fails()) return NULL;
     pool_item *item = cache.head[cls];
     if (item) {
         cache.head[cls] = item->next;
@@ -68,6 +75,8 @@ void ag__pool_free(ag_pool_class cls, void *p) {
         free(p);
         return;
     }
+    /* A thread that only releases (structs made on other threads) drains its lists too. */
+    ag__thread_cleanup_arm();
     pool_item *item = p;
     item->next = cache.head[cls];
     cache.head[cls] = item;

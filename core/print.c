@@ -34,7 +34,7 @@ static int64_t print_dims(FILE *f, const ag_tensor *t, const void *data, int dim
 ag_status ag_fprint(FILE *f, const ag_tensor *t) {
     if (!f || !t) return ag__error_if_none(AG_ERR_INVALID_ARG, "ag_fprint: NULL argument");
     size_t bytes = (size_t)t->numel * ag_dtype_size(t->dtype);
-    void *data = malloc(bytes ? bytes : 1);
+    void *data = ag__malloc(bytes ? bytes : 1);
     if (!data) return ag__error(AG_ERR_OUT_OF_MEMORY, "ag_fprint: out of host memory");
     ag_status st = ag_to_host(t, data, bytes);
     if (st == AG_OK) {

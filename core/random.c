@@ -12,7 +12,7 @@ struct ag_generator {
 static ag_generator default_generator = {0x5eed, 0};
 
 ag_generator *ag_generator_new(uint64_t seed) {
-    ag_generator *g = calloc(1, sizeof *g);
+    ag_generator *g = ag__calloc(1, sizeof *g);
     if (!g) {
         ag__error(AG_ERR_OUT_OF_MEMORY, "ag_generator_new: out of host memory");
         return NULL;
@@ -25,19 +25,22 @@ void ag_generator_free(ag_generator *gen) {
     free(gen);
 }
 
+/* The default generator's fields are read and written atomically: any thread may draw from
+ * it (docs/threads.md). Reseeding while another thread draws is no data race, but which
+ * numbers that thread gets is then undefined. */
 void ag_manual_seed(uint64_t seed) {
-    default_generator.seed = seed;
-    default_generator.counter = 0;
+    __atomic_store_n(&default_generator.seed, seed, __ATOMIC_RELAXED);
+    __atomic_store_n(&default_generator.counter, 0, __ATOMIC_RELAXED);
 }
 
 void ag__default_rng_state(uint64_t *seed, uint64_t *counter) {
-    *seed = default_generator.seed;
-    *counter = default_generator.counter;
+    *seed = __atomic_load_n(&default_generator.seed, __ATOMIC_RELAXED);
+    *counter = __atomic_load_n(&default_generator.counter, __ATOMIC_RELAXED);
 }
 
 void ag__default_rng_restore(uint64_t seed, uint64_t counter) {
-    default_generator.seed = seed;
-    default_generator.counter = counter;
+    __atomic_store_n(&default_generator.seed, seed, __ATOMIC_RELAXED);
+    __atomic_store_n(&default_generator.counter, counter, __ATOMIC_RELAXED);
 }
 
 /* One Philox4x32-10 block (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3"). */
@@ -60,11 +63,14 @@ static void philox(uint64_t key, uint64_t counter, uint32_t out[4]) {
     out[3] = c3;
 }
 
-/* Uniform doubles in [0, 1) with 53 random bits, two per Philox block. */
+/* Uniform doubles in [0, 1) with 53 random bits, two per Philox block. The blocks are
+ * reserved with one atomic add, so threads sharing a generator never draw the same ones. */
 static void uniform01(ag_generator *g, double *out, int64_t n) {
+    const uint64_t seed = __atomic_load_n(&g->seed, __ATOMIC_RELAXED);
+    uint64_t block = __atomic_fetch_add(&g->counter, (uint64_t)(n + 1) / 2, __ATOMIC_RELAXED);
     for (int64_t i = 0; i < n; i += 2) {
         uint32_t r[4];
-        philox(g->seed, g->counter++, r);
+        philox(seed, block++, r);
         out[i] = (double)(((uint64_t)r[0] << 21) ^ r[1]) * 0x1p-53;
         if (i + 1 < n) out[i + 1] = (double)(((uint64_t)r[2] << 21) ^ r[3]) * 0x1p-53;
     }
@@ -111,7 +117,7 @@ static ag_tensor *sample(ag_generator *gen, ag_dtype dtype, int ndim, const int6
         }
     ag_generator *g = gen ? gen : &default_generator;
     /* One spare value, so Box-Muller always gets whole pairs. */
-    double *v = malloc((size_t)(n + 1) * sizeof *v);
+    double *v = ag__malloc((size_t)(n + 1) * sizeof *v);
     if (!v) {
         ag__error(AG_ERR_OUT_OF_MEMORY, "random sampling: out of host memory for %lld values",
                   (long long)n);

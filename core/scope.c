@@ -19,7 +19,7 @@ ag_scope *ag_scope_begin(void) {
         spare = s->parent;
     } else {
         ag__thread_cleanup_arm();
-        s = calloc(1, sizeof *s);
+        s = ag__calloc(1, sizeof *s);
         if (!s) {
             ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory opening a scope");
             return NULL;
@@ -58,7 +58,7 @@ ag_tensor *ag__scope_adopt(ag_tensor *t) {
     if (!t || !s) return t;
     if (s->count == s->capacity) {
         size_t cap = s->capacity ? s->capacity * 2 : 64;
-        ag_tensor **items = realloc(s->items, cap * sizeof *items);
+        ag_tensor **items = ag__realloc(s->items, cap * sizeof *items);
         if (!items) {
             ag_release(t);
             ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory growing a scope");
@@ -72,6 +72,8 @@ ag_tensor *ag__scope_adopt(ag_tensor *t) {
 }
 
 ag_tensor *ag_scope_return(ag_scope *scope, ag_tensor *t) {
+    /* No scope (ag_scope_begin failed): t already belongs to the enclosing one. */
+    if (!scope) return t;
     ag_retain(t);
     ag_scope_end(scope);
     return ag__scope_adopt(t);

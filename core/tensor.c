@@ -87,10 +87,14 @@ static ag_storage *storage_new(size_t nbytes, ag_device device) {
     s->device = device;
     s->nbytes = nbytes;
     /* Zero-size tensors still get a (tiny) buffer so every tensor has valid storage. */
-    ag_status st = be->iface.alloc(device.index, nbytes ? nbytes : 1, &s->data);
+    bool injected = ag__allocation_fails();
+    ag_status st = injected ? AG_ERR_OUT_OF_MEMORY
+                            : be->iface.alloc(device.index, nbytes ? nbytes : 1, &s->data);
     if (st != AG_OK) {
         ag__error(st, "%s backend could not allocate %zu bytes on device %d: %s", be->iface.name,
-                  nbytes, device.index, be->iface.last_error());
+                  nbytes, device.index,
+                  injected ? "out of memory (injected by ag_debug_fail_allocation)"
+                           : be->iface.last_error());
         ag__pool_free(AG_POOL_STORAGE, s);
         return NULL;
     }

@@ -71,7 +71,7 @@ void ag__trace_end(uint64_t start, const char *name, bool backward, ag_device de
     if (ag__trace_on && start >= trace.origin_ns) {
         if (trace.count == trace.capacity) {
             size_t cap = trace.capacity ? trace.capacity * 2 : 1024;
-            trace_event *grown = realloc(trace.events, cap * sizeof *grown);
+            trace_event *grown = ag__realloc(trace.events, cap * sizeof *grown);
             if (grown) {
                 trace.events = grown;
                 trace.capacity = cap;
@@ -87,7 +87,7 @@ void ag__trace_end(uint64_t start, const char *name, bool backward, ag_device de
 
 ag_status ag_trace_start(const char *path) {
     if (!path || !*path) return ag__error(AG_ERR_INVALID_ARG, "ag_trace_start: no file name");
-    char *copy = strdup(path);
+    char *copy = ag__strdup(path);
     if (!copy) return ag__error(AG_ERR_OUT_OF_MEMORY, "ag_trace_start: out of host memory");
     const char *sync = getenv("AG_TRACE_SYNC");
     pthread_mutex_lock(&trace.lock);

@@ -107,7 +107,7 @@ static ag_status read_data(const char *path, gzFile gz, idx_file *f) {
     while (got < want) {
         int64_t next = cap ? cap * 2 : 1 << 20;
         if (next > want) next = want;
-        unsigned char *grown = realloc(f->data, (size_t)next);
+        unsigned char *grown = ag__realloc(f->data, (size_t)next);
         if (!grown)
             return ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory reading %lld bytes",
                              path, (long long)want);
@@ -211,7 +211,7 @@ static ag_tensor *to_tensor(const char *path, const idx_file *f, ag_dtype dtype,
     const size_t esize = ag_dtype_size(dtype);
     const ag_device dev = ag_default_device();
     ag_tensor *t = ag__tensor_alloc(dtype, ndim, shape, dev);
-    void *buf = malloc(CONVERT_CHUNK * esize);
+    void *buf = ag__malloc(CONVERT_CHUNK * esize);
     ag_status st = t && buf ? AG_OK
                             : ag__error_if_none(AG_ERR_OUT_OF_MEMORY,
                                                 "%s: out of memory converting %lld elements", path,

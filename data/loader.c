@@ -56,13 +56,13 @@ ag_loader *ag_loader_new(ag_tensor *inputs, ag_tensor *targets, const ag_loader_
                   st);
         return NULL;
     }
-    ag_loader *l = calloc(1, sizeof *l);
+    ag_loader *l = ag__calloc(1, sizeof *l);
     int64_t samples = ag_size(inputs, 0);
     /* As DistributedSampler: every shard gets ceil(N / world_size) indices. */
     int64_t count = (samples + o->world_size - 1) / o->world_size;
     if (l) {
-        l->all = malloc((size_t)(count * o->world_size + 1) * sizeof *l->all);
-        l->order = malloc((size_t)(count + 1) * sizeof *l->order);
+        l->all = ag__malloc((size_t)(count * o->world_size + 1) * sizeof *l->all);
+        l->order = ag__malloc((size_t)(count + 1) * sizeof *l->order);
     }
     if (!l || !l->all || !l->order) {
         ag_loader_free(l);

@@ -20,7 +20,7 @@ static ag_status model_params(const ag_module *model, int extra, int *n, ag_name
     const int n_buffers = ag_module_buffers(model, NULL, 0);
     if (n_params < 0 || n_buffers < 0) return ag_last_status();
     *n = n_params + n_buffers;
-    *out = malloc((size_t)(*n + extra + 1) * sizeof **out);
+    *out = ag__malloc((size_t)(*n + extra + 1) * sizeof **out);
     if (!*out) return ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory listing parameters");
     ag_module_parameters(model, *out, n_params);
     ag_module_buffers(model, *out + n_params, n_buffers);
@@ -47,7 +47,7 @@ ag_status ag_checkpoint_save_with_scaler(const char *path, const ag_module *mode
     while (st == AG_OK && named < n_state) {
         const char *prefix = named < n_opt ? OPT_PREFIX : SCALER_PREFIX;
         size_t len = strlen(prefix) + strlen(state[named].name) + 1;
-        char *name = malloc(len);
+        char *name = ag__malloc(len);
         if (name) {
             snprintf(name, len, "%s%s", prefix, state[named].name);
             state[named++].name = name;
@@ -154,7 +154,7 @@ ag_status ag_checkpoint_load_with_scaler(const char *path, ag_module *model, ag_
         qsort(file, (size_t)n_file, sizeof *file, by_name);
         st = check_params(path, n_params, params, n_file, file);
     }
-    if (st == AG_OK && !(state = malloc((size_t)(n_file + 1) * sizeof *state)))
+    if (st == AG_OK && !(state = ag__malloc((size_t)(n_file + 1) * sizeof *state)))
         st = ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory loading %s", path);
     /* The scaler and the optimizer check their state themselves: load them first, so a
      * mismatch there leaves the parameters as they were. */

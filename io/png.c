@@ -135,7 +135,7 @@ ag_status ag_png_save(const char *path, int width, int height, int channels,
                          "ag_png_save %s: image %dx%dx%d too large (%llu bytes, at most %llu)",
                          path, width, height, channels, (unsigned long long)bytes,
                          (unsigned long long)MAX_IMAGE_BYTES);
-    png_job *job = malloc(sizeof *job);
+    png_job *job = ag__malloc(sizeof *job);
     if (!job) return ag__error(AG_ERR_OUT_OF_MEMORY, "ag_png_save %s: out of host memory", path);
     *job = (png_job){
         .path = path, .width = width, .height = height, .channels = channels, .pixels = pixels};

@@ -139,7 +139,7 @@ static char *make_header(int n, const out_entry *entries, uint32_t crc, size_t *
     cJSON_Delete(root);
     if (!json) return NULL;
     size_t used = strlen(json), padded = (used + 7) / 8 * 8;
-    char *header = realloc(json, padded + 1);
+    char *header = ag__realloc(json, padded + 1);
     if (!header) {
         free(json);
         return NULL;
@@ -173,7 +173,7 @@ static ag_status write_job(FILE *f, void *user) {
     for (int i = 0; i < job->n; i++) {
         size_t bytes = (size_t)(job->entries[i].end - job->entries[i].begin);
         if (!bytes) continue;
-        void *buf = malloc(bytes);
+        void *buf = ag__malloc(bytes);
         if (!buf)
             return ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory copying %zu bytes", bytes);
         ag_status st = ag_to_host(job->entries[i].nt->tensor, buf, bytes);
@@ -192,7 +192,7 @@ static ag_status data_crc(int n, const out_entry *entries, uint32_t *crc) {
     for (int i = 0; i < n; i++) {
         size_t bytes = (size_t)(entries[i].end - entries[i].begin);
         if (!bytes) continue;
-        unsigned char *buf = malloc(bytes);
+        unsigned char *buf = ag__malloc(bytes);
         if (!buf)
             return ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory copying %zu bytes", bytes);
         ag_status st = ag_to_host(entries[i].nt->tensor, buf, bytes);
@@ -207,7 +207,7 @@ static ag_status data_crc(int n, const out_entry *entries, uint32_t *crc) {
 ag_status ag_safetensors_save(const char *path, int n, const ag_named_tensor *tensors) {
     if (!path || n < 0 || (n > 0 && !tensors))
         return ag__error(AG_ERR_INVALID_ARG, "ag_safetensors_save: bad path, count or tensors");
-    out_entry *entries = malloc((size_t)(n ? n : 1) * sizeof *entries);
+    out_entry *entries = ag__malloc((size_t)(n ? n : 1) * sizeof *entries);
     if (!entries) return ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory saving %s", path);
     ag_status st = plan_entries(path, n, tensors, entries);
     save_job job = {.path = path, .n = n, .entries = entries};
@@ -323,7 +323,7 @@ static int entry_by_offset(const void *a, const void *b) {
 /* Names unique; tensors tile the data buffer exactly, as the Python library demands: no
  * overlap, no gap, nothing after the last. Sorts a copy, so entries keep file order. */
 static ag_status check_layout(const char *path, int n, const in_entry *entries, uint64_t size) {
-    in_entry *sorted = malloc((size_t)(n ? n : 1) * sizeof *sorted);
+    in_entry *sorted = ag__malloc((size_t)(n ? n : 1) * sizeof *sorted);
     if (!sorted) return ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory reading %s", path);
     memcpy(sorted, entries, (size_t)n * sizeof *sorted);
     ag_status st = AG_OK;
@@ -368,7 +368,7 @@ static ag_status parse_header(const char *path, const char *header, size_t len, 
                          (long long)(end - header));
     if (!cJSON_IsObject(*root))
         return ag__error(AG_ERR_IO, "%s: header is not a JSON object", path);
-    *entries = malloc((size_t)(cJSON_GetArraySize(*root) + 1) * sizeof **entries);
+    *entries = ag__malloc((size_t)(cJSON_GetArraySize(*root) + 1) * sizeof **entries);
     if (!*entries) return ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory reading %s", path);
     int count = 0;
     ag_status st = AG_OK;
@@ -399,7 +399,7 @@ static ag_status build_tensors(const char *path, int n, const in_entry *entries,
     ag_scope *scope = ag_scope_begin();
     ag_status st = AG_OK;
     for (int i = 0; st == AG_OK && i < n; i++) {
-        out[i].name = strdup(entries[i].name);
+        out[i].name = ag__strdup(entries[i].name);
         out[i].tensor = ag_keep(ag_from_data(entries[i].dtype, entries[i].ndim, entries[i].shape,
                                              data + entries[i].begin));
         if (!out[i].name)
@@ -471,7 +471,8 @@ ag_status ag_safetensors_load(const char *path, int *n, ag_named_tensor **tensor
                        "%s: header length %llu runs past the end of the file (%llu bytes)", path,
                        (unsigned long long)header_len, (unsigned long long)file_size);
     uint64_t data_size = st == AG_OK ? file_size - 8 - header_len : 0;
-    if (st == AG_OK && !((header = malloc(header_len + 1)) && (data = malloc(data_size + 1))))
+    if (st == AG_OK &&
+        !((header = ag__malloc(header_len + 1)) && (data = ag__malloc(data_size + 1))))
         st = ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory reading %s (%llu bytes)", path,
                        (unsigned long long)file_size);
     if (st == AG_OK) st = read_exact(path, f, header, header_len, "header");
@@ -481,7 +482,7 @@ ag_status ag_safetensors_load(const char *path, int *n, ag_named_tensor **tensor
     fclose(f);
     if (st == AG_OK) st = verify_crc(path, root, data, data_size);
     ag_named_tensor *out = NULL;
-    if (st == AG_OK && !(out = calloc((size_t)count + 1, sizeof *out)))
+    if (st == AG_OK && !(out = ag__calloc((size_t)count + 1, sizeof *out)))
         st = ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory reading %s", path);
     if (st == AG_OK) st = build_tensors(path, count, entries, data, out);
     cJSON_Delete(root);

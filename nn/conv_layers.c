@@ -149,14 +149,16 @@ static ag_tensor *batch_norm2d_forward(ag_module *m, ag_tensor *x) {
         ag__error(AG_ERR_SHAPE, "BatchNorm2d: expected 4D input (got %dD input)", ag_ndim(x));
         return NULL;
     }
+    /* A scope, so that y can be dropped if counting the batch fails. */
+    ag_scope *scope = ag_scope_begin();
     ag_tensor *y = ag_batch_norm(x, b->running_mean, b->running_var, b->weight, b->bias,
                                  m->training, b->momentum, b->eps);
     if (y && m->training) {
         bool prev = ag_set_grad_enabled(false);
-        ag_add_scalar_(b->num_batches_tracked, 1);
+        if (!ag_add_scalar_(b->num_batches_tracked, 1)) y = NULL;
         ag_set_grad_enabled(prev);
     }
-    return y;
+    return ag_scope_return(scope, y);
 }
 
 static void batch_norm2d_describe(const ag_module *m, char *buf, size_t size) {

@@ -11,7 +11,7 @@
 static atomic_uint_least64_t next_hook_handle = 1;
 
 void *ag__module_alloc(const ag__module_kind *kind, size_t size) {
-    ag_module *m = calloc(1, size);
+    ag_module *m = ag__calloc(1, size);
     if (!m) {
         ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory creating the module", kind->name);
         return NULL;
@@ -25,7 +25,7 @@ void *ag__module_alloc(const ag__module_kind *kind, size_t size) {
 static ag_status reserve_params(ag_module *m, int extra) {
     if (m->n_params + extra <= m->params_cap) return AG_OK;
     int cap = m->n_params + extra > 2 * m->params_cap ? m->n_params + extra : 2 * m->params_cap;
-    ag_named_tensor *p = realloc(m->params, (size_t)cap * sizeof *p);
+    ag_named_tensor *p = ag__realloc(m->params, (size_t)cap * sizeof *p);
     if (!p)
         return ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory for parameters",
                          m->kind->name);
@@ -40,7 +40,7 @@ ag_tensor *ag__module_add_parameter(ag_module *m, const char *name, ag_tensor *t
         return NULL;
     }
     if (ag_set_requires_grad(t, true) != AG_OK || reserve_params(m, 1) != AG_OK) return NULL;
-    char *copy = strdup(name);
+    char *copy = ag__strdup(name);
     if (!copy) {
         ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory for parameter names",
                   m->kind->name);
@@ -60,7 +60,7 @@ ag_tensor *ag__module_add_parameter(ag_module *m, const char *name, ag_tensor *t
 static ag_status reserve_buffers(ag_module *m, int extra) {
     if (m->n_buffers + extra <= m->buffers_cap) return AG_OK;
     int cap = m->n_buffers + extra > 2 * m->buffers_cap ? m->n_buffers + extra : 2 * m->buffers_cap;
-    ag_named_tensor *b = realloc(m->buffers, (size_t)cap * sizeof *b);
+    ag_named_tensor *b = ag__realloc(m->buffers, (size_t)cap * sizeof *b);
     if (!b)
         return ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory for buffers", m->kind->name);
     m->buffers = b;
@@ -74,7 +74,7 @@ ag_tensor *ag__module_add_buffer(ag_module *m, const char *name, ag_tensor *t) {
         return NULL;
     }
     if (reserve_buffers(m, 1) != AG_OK) return NULL;
-    char *copy = strdup(name);
+    char *copy = ag__strdup(name);
     if (!copy) {
         ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory for buffer names", m->kind->name);
         return NULL;
@@ -91,7 +91,7 @@ ag_tensor *ag__module_add_buffer(ag_module *m, const char *name, ag_tensor *t) {
 /* "<index>.<name>" in a new string; NULL if out of memory. */
 static char *child_param_name(int index, const char *name) {
     int len = snprintf(NULL, 0, "%d.%s", index, name);
-    char *s = malloc((size_t)len + 1);
+    char *s = ag__malloc((size_t)len + 1);
     if (s) snprintf(s, (size_t)len + 1, "%d.%s", index, name);
     return s;
 }
@@ -129,7 +129,7 @@ ag_status ag__module_add_children(ag_module *m, int n, ag_module *const *childre
         extra += children[i]->n_params;
         extra_buffers += children[i]->n_buffers;
     }
-    ag_module **kids = realloc(m->children, (size_t)(m->n_children + n) * sizeof *kids);
+    ag_module **kids = ag__realloc(m->children, (size_t)(m->n_children + n) * sizeof *kids);
     if (kids) m->children = kids;
     if (!kids || reserve_params(m, extra) != AG_OK || reserve_buffers(m, extra_buffers) != AG_OK)
         return ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory for children",
@@ -331,7 +331,7 @@ static uint64_t add_hook(const char *who, ag_module *m, ag_forward_pre_hook_fn p
     }
     if (m->n_hooks == m->hooks_cap) {
         int cap = m->hooks_cap ? 2 * m->hooks_cap : 4;
-        ag__module_hook *h = realloc(m->hooks, (size_t)cap * sizeof *h);
+        ag__module_hook *h = ag__realloc(m->hooks, (size_t)cap * sizeof *h);
         if (!h) {
             ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory for a hook", m->kind->name);
             return 0;

@@ -174,8 +174,8 @@ static ag_status run_sequence(const recurrent *r, ag_tensor *x, ag_tensor *h0, a
     const int64_t state_shape[2] = {batched ? ag_size(seq, 1) : r->hidden, r->hidden};
     const int state_ndim = batched ? 2 : 1;
     const int64_t *zero_shape = batched ? state_shape : &r->hidden;
-    ag_tensor **outs = malloc((size_t)steps * sizeof *outs);
-    ag_tensor **finals = malloc(2 * (size_t)r->layers * sizeof *finals); /* h then c */
+    ag_tensor **outs = ag__malloc((size_t)steps * sizeof *outs);
+    ag_tensor **finals = ag__malloc(2 * (size_t)r->layers * sizeof *finals); /* h then c */
     if (!outs || !finals)
         st = ag__error(AG_ERR_OUT_OF_MEMORY, "out of host memory for %lld steps", (long long)steps);
     for (int l = 0; st == AG_OK && l < r->layers; l++) {

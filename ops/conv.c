@@ -82,7 +82,7 @@ static bool window_is_identity(const window2d *g) {
  * appended padding position) outside the input. *padded tells whether any entry is. */
 static ag_tensor *unfold_index(const window2d *g, ag_device device, bool *padded) {
     const int64_t l = g->oh * g->ow, len = g->kh * g->kw * l, pad_at = g->h * g->w;
-    int64_t *ix = malloc((size_t)(len ? len : 1) * sizeof *ix);
+    int64_t *ix = ag__malloc((size_t)(len ? len : 1) * sizeof *ix);
     if (!ix) {
         ag__error(AG_ERR_OUT_OF_MEMORY, "unfold: out of host memory for a %lld-entry index",
                   (long long)len);
@@ -215,8 +215,8 @@ static bool conv_args_fit(const ag_tensor *x4, const ag_tensor *weight, const ag
     return true;
 }
 
-ag_tensor *ag_conv2d(ag_tensor *x, ag_tensor *weight, ag_tensor *bias, const int64_t *stride,
-                     const int64_t *padding, const int64_t *dilation, int64_t groups) {
+static ag_tensor *conv2d(ag_tensor *x, ag_tensor *weight, ag_tensor *bias, const int64_t *stride,
+                         const int64_t *padding, const int64_t *dilation, int64_t groups) {
     if (!present("conv2d", x, "input") || !present("conv2d", weight, "weight") ||
         !floating("conv2d", x, "input") || !floating("conv2d", weight, "weight") ||
         (bias && !floating("conv2d", bias, "bias")))
@@ -253,6 +253,14 @@ ag_tensor *ag_conv2d(ag_tensor *x, ag_tensor *weight, ag_tensor *bias, const int
         }
     }
     return ag_scope_return(scope, r);
+}
+
+ag_tensor *ag_conv2d(ag_tensor *x, ag_tensor *weight, ag_tensor *bias, const int64_t *stride,
+                     const int64_t *padding, const int64_t *dilation, int64_t groups) {
+    ag__context_enter("conv2d", 3, (ag_tensor *[]){x, weight, bias});
+    ag_tensor *r = conv2d(x, weight, bias, stride, padding, dilation, groups);
+    ag__context_exit();
+    return r;
 }
 
 /* ---- max_pool2d / avg_pool2d ---- */
@@ -298,8 +306,8 @@ static bool pool_setup(const char *op, ag_tensor *x, const int64_t *kernel, cons
     return true;
 }
 
-ag_tensor *ag_max_pool2d(ag_tensor *x, const int64_t *kernel, const int64_t *stride,
-                         const int64_t *padding) {
+static ag_tensor *max_pool2d(ag_tensor *x, const int64_t *kernel, const int64_t *stride,
+                             const int64_t *padding) {
     ag_scope *scope = ag_scope_begin();
     ag_tensor *x4 = NULL, *r = NULL;
     window2d g;
@@ -315,8 +323,16 @@ ag_tensor *ag_max_pool2d(ag_tensor *x, const int64_t *kernel, const int64_t *str
     return ag_scope_return(scope, r);
 }
 
-ag_tensor *ag_avg_pool2d(ag_tensor *x, const int64_t *kernel, const int64_t *stride,
+ag_tensor *ag_max_pool2d(ag_tensor *x, const int64_t *kernel, const int64_t *stride,
                          const int64_t *padding) {
+    ag__context_enter("max_pool2d", 1, &x);
+    ag_tensor *r = max_pool2d(x, kernel, stride, padding);
+    ag__context_exit();
+    return r;
+}
+
+static ag_tensor *avg_pool2d(ag_tensor *x, const int64_t *kernel, const int64_t *stride,
+                             const int64_t *padding) {
     ag_scope *scope = ag_scope_begin();
     ag_tensor *x4 = NULL, *r = NULL;
     window2d g;
@@ -327,6 +343,14 @@ ag_tensor *ag_avg_pool2d(ag_tensor *x, const int64_t *kernel, const int64_t *str
         r = unbatch_like(x, ag_reshape(mean, 4, (int64_t[]){g.n, g.c, g.oh, g.ow}));
     }
     return ag_scope_return(scope, r);
+}
+
+ag_tensor *ag_avg_pool2d(ag_tensor *x, const int64_t *kernel, const int64_t *stride,
+                         const int64_t *padding) {
+    ag__context_enter("avg_pool2d", 1, &x);
+    ag_tensor *r = avg_pool2d(x, kernel, stride, padding);
+    ag__context_exit();
+    return r;
 }
 
 /* ---- batch_norm / group_norm ---- */
@@ -350,21 +374,33 @@ static bool channels_fit(const char *op, const ag_tensor *t, int64_t c, const ch
 
 /* y * weight + bias per channel (either may be NULL). */
 static ag_tensor *affine(ag_tensor *y, ag_tensor *weight, ag_tensor *bias) {
-    if (weight) y = ag_mul(y, per_channel(weight, y->ndim));
-    if (bias) y = ag_add(y, per_channel(bias, y->ndim));
+    if (!y) return NULL;
+    const int ndim = y->ndim;
+    if (weight) y = ag_mul(y, per_channel(weight, ndim));
+    if (bias) y = ag_add(y, per_channel(bias, ndim));
     return y;
 }
 
-/* running = (1 - momentum) * running + momentum * batch, in place and outside the graph
- * (detached, so that no forward-mode tangent reaches the running statistics either). */
-static void update_running(ag_tensor *running, ag_tensor *batch, double momentum) {
-    ag_mul_scalar_(running, 1 - momentum);
-    ag_add_(running, ag_mul_scalar(ag_to_dtype(ag_detach(batch), ag_dtype_of(running)), momentum));
+/* running = (1 - momentum) * running + momentum * batch for the mean and the variance, in
+ * place and outside the graph (detached, so that no forward-mode tangent reaches the running
+ * statistics either). Both new terms are made before either statistic changes, so that a
+ * failed allocation leaves them as they were. Returns false (error set) on failure. */
+static bool update_running(ag_tensor *const running[2], ag_tensor *const batch[2],
+                           double momentum) {
+    ag_tensor *scaled[2];
+    for (int i = 0; i < 2; i++) {
+        ag_tensor *b = ag_to_dtype(ag_detach(batch[i]), ag_dtype_of(running[i]));
+        if (!(scaled[i] = ag_mul_scalar(b, momentum))) return false;
+    }
+    for (int i = 0; i < 2; i++)
+        if (!ag_mul_scalar_(running[i], 1 - momentum) || !ag_add_(running[i], scaled[i]))
+            return false;
+    return true;
 }
 
-ag_tensor *ag_batch_norm(ag_tensor *x, ag_tensor *running_mean, ag_tensor *running_var,
-                         ag_tensor *weight, ag_tensor *bias, bool training, double momentum,
-                         double eps) {
+static ag_tensor *batch_norm(ag_tensor *x, ag_tensor *running_mean, ag_tensor *running_var,
+                             ag_tensor *weight, ag_tensor *bias, bool training, double momentum,
+                             double eps) {
     const char *op = "batch_norm";
     if (!present(op, x, "input") || !floating(op, x, "input")) return NULL;
     char s[160];
@@ -404,9 +440,15 @@ ag_tensor *ag_batch_norm(ag_tensor *x, ag_tensor *running_mean, ag_tensor *runni
             bool prev = ag_set_grad_enabled(false);
             /* running_var tracks the unbiased variance, as PyTorch. */
             const double unbias = (double)per_channel_count / (double)(per_channel_count - 1);
-            update_running(running_mean, ag_reshape(mean, 1, &c), momentum);
-            update_running(running_var, ag_mul_scalar(ag_reshape(var, 1, &c), unbias), momentum);
+            ag_tensor *running[2] = {running_mean, running_var};
+            ag_tensor *batch[2] = {ag_reshape(mean, 1, &c),
+                                   ag_mul_scalar(ag_reshape(var, 1, &c), unbias)};
+            bool updated = update_running(running, batch, momentum);
             ag_set_grad_enabled(prev);
+            if (!updated) {
+                ag_scope_end(scope);
+                return NULL;
+            }
         }
     } else {
         mean = per_channel(ag_to_dtype(running_mean, x->dtype), x->ndim);
@@ -416,8 +458,17 @@ ag_tensor *ag_batch_norm(ag_tensor *x, ag_tensor *running_mean, ag_tensor *runni
     return ag_scope_return(scope, affine(y, weight, bias));
 }
 
-ag_tensor *ag_group_norm(ag_tensor *x, int64_t groups, ag_tensor *weight, ag_tensor *bias,
+ag_tensor *ag_batch_norm(ag_tensor *x, ag_tensor *running_mean, ag_tensor *running_var,
+                         ag_tensor *weight, ag_tensor *bias, bool training, double momentum,
                          double eps) {
+    ag__context_enter("batch_norm", 5, (ag_tensor *[]){x, running_mean, running_var, weight, bias});
+    ag_tensor *r = batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps);
+    ag__context_exit();
+    return r;
+}
+
+static ag_tensor *group_norm(ag_tensor *x, int64_t groups, ag_tensor *weight, ag_tensor *bias,
+                             double eps) {
     const char *op = "group_norm";
     if (!present(op, x, "input") || !floating(op, x, "input")) return NULL;
     char s[160];
@@ -438,4 +489,12 @@ ag_tensor *ag_group_norm(ag_tensor *x, int64_t groups, ag_tensor *weight, ag_ten
     ag_tensor *rstd = ag_rsqrt(ag_add_scalar(ag_var(grouped, 1, &last, 0, true), eps));
     ag_tensor *y = ag_reshape(ag_mul(centred, rstd), x->ndim, x->shape);
     return ag_scope_return(scope, affine(y, weight, bias));
+}
+
+ag_tensor *ag_group_norm(ag_tensor *x, int64_t groups, ag_tensor *weight, ag_tensor *bias,
+                         double eps) {
+    ag__context_enter("group_norm", 3, (ag_tensor *[]){x, weight, bias});
+    ag_tensor *r = group_norm(x, groups, weight, bias, eps);
+    ag__context_exit();
+    return r;
 }

@@ -561,7 +561,7 @@ static ag_status to_device_forward(ag_op_ctx *ctx) {
     ag_tensor *in = ctx->inputs[0];
     ag_device dev = {(int)ctx->attrs->ints[0], (int)ctx->attrs->ints[1]};
     size_t bytes = (size_t)in->numel * ag_dtype_size(in->dtype);
-    void *host = malloc(bytes ? bytes : 1);
+    void *host = ag__malloc(bytes ? bytes : 1);
     if (!host) return ag__error(AG_ERR_OUT_OF_MEMORY, "to_device: out of host memory");
     ag_status st = ag_to_host(in, host, bytes);
     ag_tensor *out = st == AG_OK ? ag__tensor_alloc(in->dtype, in->ndim, in->shape, dev) : NULL;

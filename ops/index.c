@@ -408,7 +408,7 @@ ag_tensor *ag_stack(int n, ag_tensor *const *tensors, int dim) {
         return NULL;
     }
     if (ag__wrap_dim("stack", dim, t0->ndim + 1, &d) != AG_OK) return NULL;
-    ag_tensor **parts = malloc((size_t)n * sizeof *parts);
+    ag_tensor **parts = ag__malloc((size_t)n * sizeof *parts);
     if (!parts) {
         ag__error(AG_ERR_OUT_OF_MEMORY, "stack: out of host memory");
         return NULL;
@@ -426,10 +426,10 @@ ag_tensor *ag_stack(int n, ag_tensor *const *tensors, int dim) {
 static ag_status extreme(ag_tensor *(*reduce)(ag_tensor *, int, const int *, bool), ag_tensor *t,
                          int64_t *value) {
     ag_tensor *r = reduce(t, 0, NULL, false);
-    double v = 0;
-    ag_status st = r ? ag_item(r, &v) : ag_last_status();
-    *value = (int64_t)v;
-    return st;
+    /* Read as int64, not through ag_item's double: INT64_MAX rounds to 2^63 there, which
+     * does not convert back (undefined behaviour). */
+    *value = 0;
+    return r ? ag_to_host(r, value, sizeof *value) : ag_last_status();
 }
 
 /* torch.nn.functional.one_hot: eq(unsqueeze(index, -1), arange(num_classes)). */
@@ -460,6 +460,9 @@ ag_tensor *ag_one_hot(ag_tensor *index, int64_t num_classes) {
         st = extreme(ag_min, index, &lo);
         if (st == AG_OK) st = extreme(ag_max, index, &hi);
     }
+    if (st == AG_OK && num_classes == -1 && hi == INT64_MAX)
+        st = ag__error(AG_ERR_INDEX, "one_hot: class value %lld leaves no num_classes to infer",
+                       (long long)hi);
     if (st == AG_OK && num_classes == -1) num_classes = hi + 1;
     if (st == AG_OK && lo < 0)
         st = ag__error(AG_ERR_INDEX, "one_hot: class values must be non-negative, got %lld",

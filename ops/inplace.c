@@ -85,8 +85,8 @@ static ag_op_def *resolve(op_ref *ref) {
 
 /* direct: the registered elementwise op computing fn, used to write into a directly when
  * no graph is recorded (optimizer updates, gradient accumulation); NULL if none. */
-static ag_tensor *inplace(const char *name, op_ref *direct, ag_tensor *a, ag_tensor *b,
-                          binary_fn fn) {
+static ag_tensor *inplace_run(const char *name, op_ref *direct, ag_tensor *a, ag_tensor *b,
+                              binary_fn fn) {
     char da[160], db[160];
     bool record = false;
     if (check_inplace(name, a, b, &record) != AG_OK) return NULL;
@@ -108,13 +108,19 @@ static ag_tensor *inplace(const char *name, op_ref *direct, ag_tensor *a, ag_ten
     ag_tensor *r;
     if (record) {
         /* The op must see a's old value even after a is overwritten: give it a copy that
-         * carries a's old history. */
-        r = fn(ag_clone(a), b);
+         * carries a's old history. When b is a itself (a.mul_(a)) it is the old value too:
+         * saving a would make a cycle a -> node -> a once a's history is rebased (a leak). */
+        ag_tensor *old = ag_clone(a);
+        r = fn(old, b == a ? old : b);
     } else {
         bool prev = ag_set_grad_enabled(false);
         r = fn(a, b);
         ag_set_grad_enabled(prev);
     }
+    /* In place, the result keeps a's dtype (bf16.sub_(f32) is bf16), also in the graph:
+     * a node whose output dtype differs from a's would get gradients of a's dtype and pass
+     * them on unconverted (a float32 leaf would receive a bfloat16 .grad). */
+    if (record && r && r->dtype != a->dtype) r = ag_to_dtype(r, a->dtype);
     ag_status st = r ? AG_OK : ag_last_status();
     if (st == AG_OK &&
         (r->ndim != a->ndim || memcmp(r->shape, a->shape, (size_t)a->ndim * sizeof *a->shape) != 0))
@@ -130,6 +136,15 @@ static ag_tensor *inplace(const char *name, op_ref *direct, ag_tensor *a, ag_ten
     if (st == AG_OK && dual) st = ag__set_tangent(a, ag__tangent(r));
     ag_scope_end(scope);
     return st == AG_OK ? a : NULL;
+}
+
+/* An in-place op is a composite when it cannot write directly: errors name it. */
+static ag_tensor *inplace(const char *name, op_ref *direct, ag_tensor *a, ag_tensor *b,
+                          binary_fn fn) {
+    ag__context_enter(name, 2, (ag_tensor *[]){a, b});
+    ag_tensor *r = inplace_run(name, direct, a, b, fn);
+    ag__context_exit();
+    return r;
 }
 
 static ag_tensor *scalar_inplace(const char *name, op_ref *direct, ag_tensor *a, double s,

@@ -366,7 +366,7 @@ ag_tensor *ag_embedding(ag_tensor *indices, ag_tensor *weight) {
 /* ---- mse_loss ---- */
 
 /* (input - target)^2, broadcast, then reduced. */
-ag_tensor *ag_mse_loss(ag_tensor *input, ag_tensor *target, ag_reduction reduction) {
+static ag_tensor *mse_loss(ag_tensor *input, ag_tensor *target, ag_reduction reduction) {
     if (!have("mse_loss", 2, (ag_tensor *[]){input, target}) ||
         !valid_reduction("mse_loss", reduction))
         return NULL;
@@ -377,6 +377,13 @@ ag_tensor *ag_mse_loss(ag_tensor *input, ag_tensor *target, ag_reduction reducti
     ag_scope *scope = ag_scope_begin();
     ag_tensor *d = ag_sub(input, target);
     return ag_scope_return(scope, reduce_loss(ag_mul(d, d), reduction));
+}
+
+ag_tensor *ag_mse_loss(ag_tensor *input, ag_tensor *target, ag_reduction reduction) {
+    ag__context_enter("mse_loss", 2, (ag_tensor *[]){input, target});
+    ag_tensor *r = mse_loss(input, target, reduction);
+    ag__context_exit();
+    return r;
 }
 
 /* ---- cross_entropy ---- */
@@ -539,8 +546,8 @@ static ag_tensor *log_sigmoid(ag_tensor *x) {
 
 /* PyTorch's (1 - t) x + (1 + (pw - 1) t) (log(1 + exp(-|x|)) + max(-x, 0)), where the
  * last factor is -log_sigmoid(x); without pos_weight the coefficient is 1. */
-ag_tensor *ag_bce_with_logits(ag_tensor *logits, ag_tensor *target, ag_tensor *pos_weight,
-                              ag_reduction reduction) {
+static ag_tensor *bce_with_logits(ag_tensor *logits, ag_tensor *target, ag_tensor *pos_weight,
+                                  ag_reduction reduction) {
     if (!have("bce_with_logits", 2, (ag_tensor *[]){logits, target}) ||
         !valid_reduction("bce_with_logits", reduction) ||
         !is_float("bce_with_logits", logits, "input") ||
@@ -572,6 +579,14 @@ ag_tensor *ag_bce_with_logits(ag_tensor *logits, ag_tensor *target, ag_tensor *p
         ls = ag_mul(ag_add_scalar(ag_mul(ag_add_scalar(pos_weight, -1), target), 1), ls);
     ag_tensor *loss = ag_sub(ag_mul(ag_add_scalar(ag_neg(target), 1), logits), ls);
     return ag_scope_return(scope, reduce_loss(loss, reduction));
+}
+
+ag_tensor *ag_bce_with_logits(ag_tensor *logits, ag_tensor *target, ag_tensor *pos_weight,
+                              ag_reduction reduction) {
+    ag__context_enter("bce_with_logits", 3, (ag_tensor *[]){logits, target, pos_weight});
+    ag_tensor *r = bce_with_logits(logits, target, pos_weight, reduction);
+    ag__context_exit();
+    return r;
 }
 
 /* Registers the nn ops with fused kernels. */

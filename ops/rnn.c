@@ -152,8 +152,10 @@ static ag_status run_cell(ag__rnn_mode mode, ag_tensor *x, ag_tensor *h, ag_tens
     ag_scope *scope = ag_scope_begin();
     if (!scope) return ag_last_status();
     ag_tensor *h_new = NULL, *c_new = NULL;
+    ag__context_enter(ag__rnn_cell_name(mode), 7, (ag_tensor *[]){x, h, c, w_ih, w_hh, b_ih, b_hh});
     ag_status st = ag__rnn_step(mode, ag_linear(x, w_ih, b_ih), h, c, w_hh, b_hh, &h_new,
                                 c_out ? &c_new : NULL);
+    ag__context_exit();
     if (st != AG_OK) {
         ag_scope_end(scope);
         return st;

@@ -58,7 +58,7 @@ ag_grad_scaler *ag_grad_scaler_new(const ag_grad_scaler_options *options) {
                   (long long)o.growth_interval);
         return NULL;
     }
-    ag_grad_scaler *s = calloc(1, sizeof *s);
+    ag_grad_scaler *s = ag__calloc(1, sizeof *s);
     if (!s) {
         ag__error(AG_ERR_OUT_OF_MEMORY, "GradScaler: out of host memory");
         return NULL;
@@ -106,7 +106,7 @@ ag_tensor *ag_grad_scaler_scale(ag_grad_scaler *s, ag_tensor *loss) {
 static ag_status unscale_grads(const ag_grad_scaler *s, ag_optimizer *opt, bool *found_inf) {
     int n = ag_optimizer_parameters(opt, NULL, 0);
     if (n < 0) return ag_last_status();
-    ag_named_tensor *params = malloc((size_t)(n ? n : 1) * sizeof *params);
+    ag_named_tensor *params = ag__malloc((size_t)(n ? n : 1) * sizeof *params);
     if (!params) return ag__error(AG_ERR_OUT_OF_MEMORY, "GradScaler.unscale_: out of memory");
     ag_optimizer_parameters(opt, params, n);
     const float inv_scale = (float)(1.0 / (double)s->scale);

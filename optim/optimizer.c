@@ -173,8 +173,8 @@ static ag_optimizer *optimizer_new(const char *fn, opt_kind kind, int n_slots, i
     }
     for (int i = 0; i < n; i++)
         if (check_param(fn, params, i) != AG_OK) return NULL;
-    ag_optimizer *opt = calloc(1, sizeof *opt);
-    opt_param *ps = calloc((size_t)n, sizeof *ps);
+    ag_optimizer *opt = ag__calloc(1, sizeof *opt);
+    opt_param *ps = ag__calloc((size_t)n, sizeof *ps);
     if (!opt || !ps) {
         free(opt);
         free(ps);
@@ -184,7 +184,7 @@ static ag_optimizer *optimizer_new(const char *fn, opt_kind kind, int n_slots, i
     *opt = (ag_optimizer){.kind = kind, .n_slots = n_slots, .lr = lr, .n = n, .params = ps};
     for (int i = 0; i < n; i++) {
         ps[i].param = ag_retain(params[i].tensor);
-        ps[i].name = strdup(params[i].name ? params[i].name : "");
+        ps[i].name = ag__strdup(params[i].name ? params[i].name : "");
         for (int s = 0; s < n_slots; s++)
             snprintf(ps[i].state_names[s], sizeof ps[i].state_names[s], "%d.%s", i,
                      slot_names[kind][s]);
@@ -544,8 +544,8 @@ ag_status ag_optimizer_load_state(ag_optimizer *opt, int n, const ag_named_tenso
     if (!opt || n < 0 || (n > 0 && !state))
         return ag__error_if_none(AG_ERR_INVALID_ARG,
                                  "ag_optimizer_load_state: NULL optimizer or state list");
-    int *found = malloc((size_t)opt->n * MAX_SLOTS * sizeof *found);
-    int64_t *steps = calloc((size_t)opt->n, sizeof *steps);
+    int *found = ag__malloc((size_t)opt->n * MAX_SLOTS * sizeof *found);
+    int64_t *steps = ag__calloc((size_t)opt->n, sizeof *steps);
     ag_status st = found && steps ? AG_OK
                                   : ag__error(AG_ERR_OUT_OF_MEMORY,
                                               "ag_optimizer_load_state: out of host memory");
@@ -585,7 +585,7 @@ ag_status ag_clip_grad_norm(int n, const ag_named_tensor *params, double max_nor
         if (!params[i].tensor)
             return ag__error_if_none(AG_ERR_INVALID_ARG, "%s: parameter %d ('%s') is NULL", fn, i,
                                      params[i].name ? params[i].name : "");
-    ag_tensor **norms = malloc((size_t)(n ? n : 1) * sizeof *norms);
+    ag_tensor **norms = ag__malloc((size_t)(n ? n : 1) * sizeof *norms);
     if (!norms) return ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
     bool prev = ag_set_grad_enabled(false);
     ag_scope *scope = ag_scope_begin();

@@ -70,7 +70,7 @@ static ag_scheduler *sched_new(const char *fn, ag_optimizer *opt, sched_kind kin
         ag__error(AG_ERR_INVALID_ARG, "%s: optimizer is NULL", fn);
         return NULL;
     }
-    ag_scheduler *s = calloc(1, sizeof *s);
+    ag_scheduler *s = ag__calloc(1, sizeof *s);
     if (!s) {
         ag__error(AG_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
         return NULL;
@@ -180,8 +180,8 @@ ag_scheduler *ag_sequential_lr_new(ag_optimizer *opt, int n, ag_scheduler *const
     const char *fn = "ag_sequential_lr_new";
     if (check_sequential(opt, n, schedulers, milestones) != AG_OK) return NULL;
     ag_scheduler *s = sched_new(fn, opt, SCHED_SEQUENTIAL);
-    ag_scheduler **children = malloc((size_t)n * sizeof *children);
-    int64_t *ms = malloc((size_t)n * sizeof *ms);
+    ag_scheduler **children = ag__malloc((size_t)n * sizeof *children);
+    int64_t *ms = ag__malloc((size_t)n * sizeof *ms);
     if (!s || !children || !ms) {
         free(s);
         free(children);

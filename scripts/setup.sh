@@ -7,7 +7,8 @@ packages=(build-essential cmake pkg-config check libsubunit-dev libopenblas-open
     libcjson-dev dataset-fashion-mnist ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
     gnuplot-nox graphviz libopenmpi-dev openmpi-bin)
 if [[ ${1:-} == --test ]]; then
-    packages+=(clang-format cppcheck)
+    # clang and its runtime (libFuzzer) build fuzz/; valgrind runs scripts/valgrind.sh.
+    packages+=(clang-format cppcheck clang libclang-rt-14-dev valgrind)
 fi
 
 missing=()

@@ -2,6 +2,9 @@
 # Installs what is missing, builds, and runs every test twice: in a plain build and in
 # one with AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer. In between,
 # checks the SDK: the plain build installed, and an out-of-tree plugin built against it.
+# Then the reliability runs (docs/reliability.md): valgrind memcheck on a subset of the
+# plain build's tests, ThreadSanitizer on the tests that use threads, and each libFuzzer
+# fuzzer for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +12,7 @@ scripts/setup.sh --test
 cmake -S . -B build
 cmake --build build -j2
 ctest --test-dir build --output-on-failure
+scripts/valgrind.sh build
 
 # SDK: install the plain build into a temporary prefix, build examples/out-of-tree-plugin
 # against it (CMake package; pkg-config for its test program), run the test program with
@@ -33,3 +37,4 @@ cmake -S . -B build-asan -DAG_SANITIZE=ON
 cmake --build build-asan -j2
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure
+scripts/tsan.sh

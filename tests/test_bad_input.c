@@ -421,15 +421,9 @@ static void set_grad_wrong_device(void) {
     EXPECT_ST(ag_set_grad(w, on_cpu1(f64(1, TU_SHAPE(3)))), AG_ERR_DEVICE, "ag_set_grad", "cpu:0",
               "cpu:1");
 }
-/* Known bugs: the expected behaviour, not met yet, so these cases are compiled and run only
- * with -DAG_BAD_INPUT_KNOWN_BUGS (each then fails, naming what is still wrong).
- * Without it they are left out so that the suite passes. */
-#ifdef AG_BAD_INPUT_KNOWN_BUGS
-/* Composite ops report the op inside them that failed, not themselves, with its
- *    internal shapes: ag_copy_ says "expand: ...", ag_mse_loss "sub: ...", ag_conv2d with a
- *    weight on another device "matmul: ... input 0 is float32[1, 1, 9] on cpu:1 and input 1
- *    is float32[1, 1, 9, 4] on cpu:0" (neither is a shape the caller passed),
- *    ag_lstm_cell "linear: ...". Expected: the public op's name and the caller's shapes. */
+/* Composite ops (built from other ops) name themselves and the caller's arguments when an
+ * op inside them fails, not only that op with its internal shapes: ag_copy_ once said just
+ * "expand: ...", ag_conv2d with a weight on another device "matmul: ... float32[1, 1, 9]". */
 static void copy_names_itself(void) {
     EXPECT_NULL(ag_copy_(f32(1, TU_SHAPE(3)), f32(1, TU_SHAPE(4))), AG_ERR_SHAPE, "copy_");
 }
@@ -449,7 +443,6 @@ static void lstm_cell_names_itself(void) {
                            NULL, NULL, &h, &c),
               AG_ERR_DEVICE, "lstm_cell");
 }
-#endif
 static void adam_load_state_wrong_shape(void) {
     ag_tensor *w = leaf64(1, TU_SHAPE(3));
     ag_named_tensor p = {"w", w};
@@ -1088,12 +1081,10 @@ static const struct {
     CASE(cli_bench_bad_seconds),
     CASE(cli_bench_bad_dtype),
     CASE(cli_unknown_command),
-#ifdef AG_BAD_INPUT_KNOWN_BUGS
     CASE(copy_names_itself),
     CASE(mse_loss_names_itself),
     CASE(conv2d_names_itself),
     CASE(lstm_cell_names_itself),
-#endif
 };
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
 

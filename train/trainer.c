@@ -148,7 +148,7 @@ ag_status ag_trainer_init(ag_trainer *t, const ag_train_config *config, int64_t 
     ag_generator_free(gen);
     if (t->model) {
         t->n_params = ag_module_parameters(t->model, NULL, 0);
-        t->params = calloc((size_t)t->n_params, sizeof *t->params);
+        t->params = ag__calloc((size_t)t->n_params, sizeof *t->params);
         if (!t->params) ag__error(AG_ERR_OUT_OF_MEMORY, "ag_trainer_init: parameter list");
     }
     if (t->params) {

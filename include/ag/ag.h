@@ -97,6 +97,13 @@ uint64_t ag_memory_allocated(ag_device device);
 uint64_t ag_max_memory_allocated(ag_device device);
 /* Starts a new peak at the current ag_memory_allocated(device). */
 void ag_reset_peak_memory(ag_device device);
+/* Debugging error paths: the n-th allocation libag makes on the calling thread from now on
+ * (host memory, or a tensor's buffer on any device) fails as if memory ran out, with
+ * AG_ERR_OUT_OF_MEMORY; n = 0 fails none. Either way the count restarts from 0. */
+void ag_debug_fail_allocation(uint64_t n);
+/* Allocations libag made on the calling thread since the last ag_debug_fail_allocation call
+ * (or the thread's start): run a piece of code once to learn how many n can reach. */
+uint64_t ag_debug_allocation_count(void);
 
 /* ---- creation ------------------------------------------------------------------------ */
 

@@ -135,8 +135,9 @@ ag_module *ag_dropout_new(double p, ag_generator *gen);
 ag_module *ag_embedding_new(int64_t num_embeddings, int64_t embedding_dim, ag_generator *gen);
 /* Flattens dims start..end (PyTorch's nn.Flatten defaults are 1, -1). */
 ag_module *ag_flatten_new(int start_dim, int end_dim);
-/* Runs children in order; takes ownership of them (freed with the container). Children
- * are named "0", "1", ... so parameters are "0.weight", as torch.nn.Sequential. */
+/* Runs children in order; takes ownership of them (freed with the container), except when
+ * it fails (NULL): the caller still owns them then. Children are named "0", "1", ... so
+ * parameters are "0.weight", as torch.nn.Sequential. */
 ag_module *ag_sequential_new(int n, ag_module *const *children);
 
 /* ---- convolutional modules (nn/conv_layers.c); pair arguments are {height, width} ---- */
