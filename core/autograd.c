@@ -397,6 +397,11 @@ static ag_status run_node(ag_node *n, capture *cap, bool retain, bool create, pt
                                ag__shape_fmt(a, sizeof a, in_g[i]->ndim, in_g[i]->shape), i,
                                ag__shape_fmt(b, sizeof b, n->in_meta[i].ndim, n->in_meta[i].shape));
             }
+            /* A gradient has its input's dtype (PyTorch's validate_outputs converts too): a
+             * rule that computed in another precision must not hand a leaf a bfloat16 .grad. */
+            if (st == AG_OK && in_g[i] && in_g[i]->dtype != n->in_meta[i].dtype &&
+                !(in_g[i] = ag_to_dtype(in_g[i], n->in_meta[i].dtype)))
+                st = ag_last_status();
             ag_retain(in_g[i]);
         }
         /* Anomaly mode: catch a NaN/Inf where it is made, not steps later in .grad. */

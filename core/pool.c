@@ -10,7 +10,12 @@
 
 /* Most free structs one thread keeps per class; beyond that they go back to malloc. Under
  * AddressSanitizer none are kept, so that it sees a struct used after its release. */
-#ifdef __SANITIZE_ADDRESS__
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) /* clang's way of saying __SANITIZE_ADDRESS__ */
+#define AG_POOL_UNDER_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(AG_POOL_UNDER_ASAN)
 #define POOL_LIMIT 0
 #else
 #define POOL_LIMIT 4096

@@ -34,8 +34,14 @@ ag_scope *ag_scope_begin(void) {
 static void scope_close_top(void) {
     ag_scope *s = current;
     current = s->parent;
-    /* Release newest first: later temporaries usually depend on earlier ones. */
-    while (s->count) ag_release(s->items[--s->count]);
+    /* Release newest first: later temporaries usually depend on earlier ones. The slot is
+     * cleared so that a spare scope holds no stale pointer (LeakSanitizer would take a
+     * leaked tensor for one still reachable). */
+    while (s->count) {
+        ag_tensor *t = s->items[--s->count];
+        s->items[s->count] = NULL;
+        ag_release(t);
+    }
     s->parent = spare;
     spare = s;
 }

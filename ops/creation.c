@@ -5,7 +5,12 @@
 
 /* Writes value into every element of t (any strides), outside the graph. */
 static ag_status fill_tensor(ag_op_def *op, ag_tensor *t, double value) {
-    ag_attrs at = {.ints = {(int64_t)value}, .reals = {value}};
+    /* Converting NaN, inf or a double beyond int64 to int64 is undefined behaviour; only
+     * int64 tensors read ints[0], so only they refuse such a value. */
+    bool fits = value >= (double)INT64_MIN && value < -(double)INT64_MIN; /* [-2^63, 2^63) */
+    if (!fits && t->dtype == AG_I64)
+        return ag__error(AG_ERR_INVALID_ARG, "fill: value %g cannot be converted to int64", value);
+    ag_attrs at = {.ints = {fits ? (int64_t)value : 0}, .reals = {value}};
     ag_kernel_tensor kt;
     ag__kt(t, &kt);
     return ag__run_kernel(op, t->storage->device, t->dtype, 0, NULL, 1, &kt, &at);

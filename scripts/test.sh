@@ -38,3 +38,4 @@ cmake --build build-asan -j2
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure
 scripts/tsan.sh
+scripts/fuzz.sh 20
