@@ -13,8 +13,10 @@
 
 static _Thread_local uint64_t allocations; /* counted since the last ag_debug_fail_allocation */
 static _Thread_local uint64_t fail_at;     /* the allocation to fail; 0: none */
+int ag__allocations_counted;
 
 void ag_debug_fail_allocation(uint64_t n) {
+    __atomic_store_n(&ag__allocations_counted, 1, __ATOMIC_RELAXED);
     allocations = 0;
     fail_at = n;
 }
@@ -23,7 +25,7 @@ uint64_t ag_debug_allocation_count(void) {
     return allocations;
 }
 
-bool ag__allocation_fails(void) {
+bool ag__allocation_counted_fails(void) {
     return ++allocations == fail_at;
 }
 

@@ -12,6 +12,8 @@
  *    processed (its .grad is final), so work they start (DDP's all-reduce) overlaps the
  *    rest of backward; leaves with tensor hooks, or whose edges were not all run, get
  *    theirs after the last node. */
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -102,7 +104,7 @@ static ag_status run_hooks(ag_hook *hooks, int output_nr, ag_tensor **grad) {
  * differentiable .grad is kept. A first gradient that nothing else references (the caller's
  * one reference, no other tensor on its storage) is stored as it is, not copied: the
  * common case of a fresh gradient from a backward function. */
-static ag_status accumulate_grad(ag_tensor *t, ag_tensor *g, bool create_graph) {
+static ag_status add_to_grad(ag_tensor *t, ag_tensor *g, bool create_graph) {
     if (!t->grad) {
         if (create_graph || (g->refcount == 1 && g->storage->refcount == 1 && !g->is_view &&
                              ag_is_contiguous(g) && !g->grad_fn)) {
@@ -123,6 +125,27 @@ static ag_status accumulate_grad(ag_tensor *t, ag_tensor *g, bool create_graph) 
         return st;
     }
     return ag_add_(t->grad, g) ? AG_OK : ag_last_status();
+}
+
+/* Backward passes on several threads may reach one leaf (Hogwild-style training over shared
+ * weights, which PyTorch's AccumulateGrad allows too): .grad is updated under a lock, one of
+ * a few picked by the leaf's address. */
+#define LEAF_LOCKS 16
+static pthread_mutex_t leaf_locks[LEAF_LOCKS] = {
+    PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+    PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+    PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+    PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+    PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+    PTHREAD_MUTEX_INITIALIZER};
+
+static ag_status accumulate_grad(ag_tensor *t, ag_tensor *g, bool create_graph) {
+    /* Tensor structs are at least 64-byte apart: the low bits say nothing. */
+    pthread_mutex_t *lock = &leaf_locks[((uintptr_t)t >> 6) % LEAF_LOCKS];
+    pthread_mutex_lock(lock);
+    ag_status st = add_to_grad(t, g, create_graph);
+    pthread_mutex_unlock(lock);
+    return st;
 }
 
 /* Leaves a pass finishes after its last node: those with tensor hooks, whose hooks must see

@@ -47,9 +47,18 @@ void ag__log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- host allocation (core/alloc.c) ---- */
 
-/* Counts one allocation on this thread; true when ag_debug_fail_allocation chose it to fail.
- * Allocations that do not go through the wrappers below (device buffers) call it directly. */
-bool ag__allocation_fails(void);
+/* Whether any thread ever called ag_debug_fail_allocation (atomic): until then nothing is
+ * counted, so that other programs pay one load of a global per allocation, not a call and a
+ * thread-local access (slow in a shared library: 8% of the tiny-op benchmark). */
+extern int ag__allocations_counted;
+/* Counts one allocation on this thread; true when ag_debug_fail_allocation chose it. */
+bool ag__allocation_counted_fails(void);
+/* True when this allocation must fail (ag_debug_fail_allocation). Allocations that do not go
+ * through the wrappers below (pooled structs, device buffers) ask it directly. */
+static inline bool ag__allocation_fails(void) {
+    return __builtin_expect(__atomic_load_n(&ag__allocations_counted, __ATOMIC_RELAXED), 0) &&
+           ag__allocation_counted_fails();
+}
 /* malloc, calloc, realloc, strdup and strndup that count and can be made to fail: libag
  * allocates through these only. */
 void *ag__malloc(size_t size);

@@ -80,8 +80,9 @@ void ag__pool_free(ag_pool_class cls, void *p) {
         free(p);
         return;
     }
-    /* A thread that only releases (structs made on other threads) drains its lists too. */
-    ag__thread_cleanup_arm();
+    /* A thread that only releases (structs made on other threads) drains its lists too.
+     * Tested here first: this runs for every struct released. */
+    if (!cache.registered) ag__thread_cleanup_arm();
     pool_item *item = p;
     item->next = cache.head[cls];
     cache.head[cls] = item;

@@ -223,6 +223,50 @@ START_TEST(ag_grad_over_a_shared_leaf) {
 }
 END_TEST
 
+/* ---- backward into one shared leaf (Hogwild) ---- */
+
+#define PASSES 200
+
+typedef struct backward_job {
+    pthread_barrier_t *start;
+    ag_tensor *w;     /* the shared leaf */
+    ag_status status; /* the first failure, or AG_OK */
+} backward_job;
+
+/* PASSES backward passes of sum(w * ones) on the thread's own graphs: each adds exactly 1
+ * to every element of the shared w.grad. */
+static void *backward_thread(void *arg) {
+    backward_job *job = arg;
+    pthread_barrier_wait(job->start);
+    job->status = AG_OK;
+    for (int k = 0; k < PASSES && job->status == AG_OK; k++) {
+        ag_scope *scope = ag_scope_begin();
+        ag_tensor *ones = ag_full(AG_F64, 2, TU_SHAPE(4, 3), 1.0);
+        ag_tensor *loss = ag_sum(ag_mul(job->w, ones), 0, NULL, false);
+        job->status = loss ? ag_backward(loss, NULL) : ag_last_status();
+        ag_scope_end(scope);
+    }
+    return NULL;
+}
+
+/* ag_backward on several threads into one leaf (PyTorch's Hogwild pattern): no update of
+ * .grad may be lost, and ThreadSanitizer must see no race. */
+START_TEST(backward_into_a_shared_leaf_from_several_threads) {
+    ag_tensor *w = tu_pattern(2, TU_SHAPE(4, 3), 0.7, 0.2, 0.8);
+    ck_assert_int_eq(ag_set_requires_grad(w, true), AG_OK);
+    backward_job jobs[N_THREADS];
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, N_THREADS);
+    for (int i = 0; i < N_THREADS; i++) jobs[i] = (backward_job){.start = &start, .w = w};
+    run_threads(N_THREADS, backward_thread, jobs, sizeof jobs[0]);
+    pthread_barrier_destroy(&start);
+    for (int i = 0; i < N_THREADS; i++) ck_assert_int_eq(jobs[i].status, AG_OK);
+    double grad[12];
+    ck_assert_int_eq(tu_read(ag_tensor_grad(w), grad, 12), AG_OK);
+    for (int k = 0; k < 12; k++) ck_assert_double_eq(grad[k], N_THREADS * PASSES);
+}
+END_TEST
+
 /* ---- per-thread settings and errors ---- */
 
 /* Two threads, "off" and "on", that take turns at barriers so that each runs its ops while
@@ -481,6 +525,7 @@ static Suite *threads_suite(void) {
     tcase_set_timeout(tc, 300); /* ThreadSanitizer runs it several times slower */
     tcase_add_test(tc, independent_training_matches_one_thread);
     tcase_add_test(tc, ag_grad_over_a_shared_leaf);
+    tcase_add_test(tc, backward_into_a_shared_leaf_from_several_threads);
     tcase_add_test(tc, grad_mode_is_per_thread);
     tcase_add_test(tc, autocast_is_per_thread);
     tcase_add_test(tc, errors_are_per_thread);

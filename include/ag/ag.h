@@ -101,8 +101,9 @@ void ag_reset_peak_memory(ag_device device);
  * (host memory, or a tensor's buffer on any device) fails as if memory ran out, with
  * AG_ERR_OUT_OF_MEMORY; n = 0 fails none. Either way the count restarts from 0. */
 void ag_debug_fail_allocation(uint64_t n);
-/* Allocations libag made on the calling thread since the last ag_debug_fail_allocation call
- * (or the thread's start): run a piece of code once to learn how many n can reach. */
+/* Allocations libag made on the calling thread since its last ag_debug_fail_allocation call
+ * (counting starts with the first such call in the process): run a piece of code once
+ * after ag_debug_fail_allocation(0) to learn how far n can go. */
 uint64_t ag_debug_allocation_count(void);
 
 /* ---- creation ------------------------------------------------------------------------ */
