@@ -13,7 +13,7 @@
 
 static _Thread_local uint64_t allocations; /* counted since the last ag_debug_fail_allocation */
 static _Thread_local uint64_t fail_at;     /* the allocation to fail; 0: none */
-int ag__allocations_counted;
+int ag__allocations_counted;               /* see internal.h */
 
 void ag_debug_fail_allocation(uint64_t n) {
     __atomic_store_n(&ag__allocations_counted, 1, __ATOMIC_RELAXED);
