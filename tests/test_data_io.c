@@ -5,6 +5,7 @@
  * writes) and checkpoints of a model with its optimizer (exact resume, strict loading). */
 #define _GNU_SOURCE /* nftw */
 #include <check.h>
+#include <float.h>
 #include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
@@ -179,7 +180,11 @@ START_TEST(idx_reads_every_element_type_plain_and_gzip) {
             }
             ck_assert_int_eq(ag_idx_read(path, AG_F32, &t), AG_OK);
             double as_f32[6];
-            for (int i = 0; i < 6; i++) as_f32[i] = (double)(float)want[i];
+            /* Beyond float's range a cast is undefined in ISO C: GCC 12 at -O3 folded this
+             * loop wrongly while -1e300 went through one (16777217 kept its last bit). */
+            for (int i = 0; i < 6; i++)
+                as_f32[i] =
+                    fabs(want[i]) > FLT_MAX ? copysign(INFINITY, want[i]) : (double)(float)want[i];
             expect_values(t, 3, TU_SHAPE(2, 1, 3), as_f32);
         }
     }
