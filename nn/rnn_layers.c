@@ -170,6 +170,10 @@ static ag_status run_sequence(const recurrent *r, ag_tensor *x, ag_tensor *h0, a
     if (!scope) return ag_last_status();
     /* Time-major inside: step t is ag_select(seq, 0, t). */
     ag_tensor *seq = batched && r->batch_first ? ag_transpose(x, 0, 1) : x;
+    if (!seq) { /* its sizes are read below */
+        ag_scope_end(scope);
+        return ag_last_status();
+    }
     const int64_t steps = ag_size(x, batched && r->batch_first ? 1 : 0);
     const int64_t state_shape[2] = {batched ? ag_size(seq, 1) : r->hidden, r->hidden};
     const int state_ndim = batched ? 2 : 1;

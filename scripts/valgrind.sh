@@ -25,10 +25,11 @@ cd "$(dirname "$0")/.."
 
 build=${1:-build}
 jobs=${VALGRIND_JOBS:-2}
+# Not alloc_failure: its 5,665 runs take 2.5 minutes under valgrind (ASan and LSan check it).
 tests=(tensor autograd ops_elementwise ops_reduce_linalg ops_views_index nn_functional
     nn_modules optim checkpoint data_io durability bad_input plugin_loader plugins
     backend_loader devices hooks forward_ad functional anomaly graph_tools conv rnn amp
-    alloc_failure threads)
+    threads)
 if [[ -n ${VALGRIND_TESTS:-} ]]; then
     read -ra tests <<<"$VALGRIND_TESTS"
 fi

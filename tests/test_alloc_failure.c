@@ -23,9 +23,12 @@
  * state on the first step, norms, scopes, graph nodes, composite ops):
  * - RIG_MLP: Linear(4, 8), GELU, LayerNorm(8), Linear(8, 3); AdamW, gradient clipping;
  * - RIG_CNN: Conv2d(1, 2, 3, padding 1), BatchNorm2d(2), ReLU, MaxPool2d(2), Flatten,
- *   Linear(18, 3) on 6x6 images; SGD with Nesterov momentum and weight decay, StepLR. */
-typedef enum rig_kind { RIG_MLP, RIG_CNN, RIG_KINDS } rig_kind;
-static const char *const rig_names[RIG_KINDS] = {"MLP", "CNN"};
+ *   Linear(18, 3) on 6x6 images; SGD with Nesterov momentum and weight decay, StepLR;
+ * - RIG_RNN: LSTM(4, 8, batch_first) over 5 steps, Flatten, Linear(40, 3); Adam with L2
+ *   weight decay, gradient clipping. */
+typedef enum rig_kind { RIG_MLP, RIG_CNN, RIG_RNN, RIG_KINDS } rig_kind;
+static const char *const rig_names[RIG_KINDS] = {"MLP", "CNN", "RNN"};
+#define STEPS 5 /* RIG_RNN's sequence length */
 
 /* A model, its optimizer (and scheduler) and one batch. */
 typedef struct rig {
@@ -57,6 +60,12 @@ static int rig_layers(rig_kind kind, ag_generator *gen, ag_module **layers) {
         layers[3] = ag_linear_new(8, 3, true, gen);
         return 4;
     }
+    if (kind == RIG_RNN) {
+        layers[0] = ag_lstm_new(4, 8, 1, true, true, gen);
+        layers[1] = ag_flatten_new(1, -1);
+        layers[2] = ag_linear_new(STEPS * 8, 3, true, gen);
+        return 3;
+    }
     layers[0] = ag_conv2d_new(1, 2, TU_SHAPE(3, 3), NULL, TU_SHAPE(1, 1), NULL, 1, true, gen);
     layers[1] = ag_batch_norm2d_new(2, 1e-5, 0.1, true);
     layers[2] = ag_relu_new();
@@ -73,6 +82,10 @@ static ag_status rig_optimizer(rig *r) {
         ag_adam_options options = ag_adamw_defaults();
         options.lr = 0.05;
         r->opt = ag_adamw_new(r->n_params, r->params, &options);
+    } else if (r->kind == RIG_RNN) {
+        ag_adam_options options = ag_adam_defaults();
+        options.weight_decay = 1e-4;
+        r->opt = ag_adam_new(r->n_params, r->params, &options);
     } else {
         ag_sgd_options options = ag_sgd_defaults(0.1);
         options.momentum = 0.9;
@@ -101,8 +114,9 @@ static ag_status rig_build(rig *r, rig_kind kind, uint64_t seed) {
         for (int i = 0; i < n_layers; i++) ag_module_free(layers[i]);
     if (st == AG_OK) st = rig_optimizer(r);
     if (st == AG_OK) {
-        r->x = kind == RIG_MLP ? ag_randn(gen, AG_F32, 2, TU_SHAPE(BATCH, 4))
-                               : ag_randn(gen, AG_F32, 4, TU_SHAPE(BATCH, 1, 6, 6));
+        r->x = kind == RIG_MLP   ? ag_randn(gen, AG_F32, 2, TU_SHAPE(BATCH, 4))
+               : kind == RIG_CNN ? ag_randn(gen, AG_F32, 4, TU_SHAPE(BATCH, 1, 6, 6))
+                                 : ag_randn(gen, AG_F32, 3, TU_SHAPE(BATCH, STEPS, 4));
         const int64_t labels[BATCH] = {0, 1, 2, 2, 1, 0};
         r->y = r->x ? ag_from_data(AG_I64, 1, TU_SHAPE(BATCH), labels) : NULL;
         if (!r->y) st = ag_last_status();
@@ -228,13 +242,13 @@ START_TEST(training_steps_fail_cleanly_and_the_next_step_trains) {
     rig r;
     warm_up(kind);
     ck_assert_int_eq(rig_build(&r, kind, 2), AG_OK);
-    double loss, got[128];
+    double loss, got[1024];
     uint64_t total;
     COUNT_ALLOCATIONS(total, {
         ck_assert_int_eq(rig_step(&r, &loss), AG_OK);
         ck_assert_int_eq(rig_step(&r, &loss), AG_OK);
     });
-    const int64_t n_values = rig_values(&r, got, 128);
+    const int64_t n_values = rig_values(&r, got, 1024);
     rig_free(&r);
     ck_assert_uint_gt(total, 50);
 
@@ -251,7 +265,7 @@ START_TEST(training_steps_fail_cleanly_and_the_next_step_trains) {
         ck_assert_msg(rig_step(&r, &loss) == AG_OK, "step after failing allocation %llu: %s",
                       (unsigned long long)n, ag_last_error());
         ck_assert(isfinite(loss));
-        ck_assert_int_eq(rig_values(&r, got, 128), n_values);
+        ck_assert_int_eq(rig_values(&r, got, 1024), n_values);
         for (int64_t i = 0; i < n_values; i++) ck_assert(isfinite(got[i]));
         rig_free(&r);
         check_memory(dev, memory_before, n);
@@ -281,11 +295,11 @@ START_TEST(checkpoint_save_and_load_fail_cleanly_and_keep_the_old_file) {
     const char *count_path = tu_tmp_path(dir, sizeof dir, "alloc_failure", "count.safetensors",
                                          count_buf, sizeof count_buf);
     rig r, other;
-    double loss, saved[128], got[128];
+    double loss, saved[1024], got[1024];
     ck_assert_int_eq(rig_build(&r, kind, 3), AG_OK);
     ck_assert_int_eq(rig_step(&r, &loss), AG_OK);
     ck_assert_int_eq(ag_checkpoint_save(path, r.model, r.opt), AG_OK);
-    int64_t n_values = rig_values(&r, saved, 128);
+    int64_t n_values = rig_values(&r, saved, 1024);
     ck_assert_int_eq(rig_step(&r, &loss), AG_OK); /* r now differs from the file */
     const uint64_t memory_before = ag_memory_allocated(dev);
 
@@ -304,7 +318,7 @@ START_TEST(checkpoint_save_and_load_fail_cleanly_and_keep_the_old_file) {
                       (unsigned long long)n);
         ck_assert_int_eq(rig_build(&other, kind, 4), AG_OK);
         ck_assert_int_eq(ag_checkpoint_load(path, other.model, other.opt), AG_OK);
-        ck_assert_int_eq(rig_values(&other, got, 128), n_values);
+        ck_assert_int_eq(rig_values(&other, got, 1024), n_values);
         ck_assert(memcmp(got, saved, (size_t)n_values * sizeof *got) == 0);
         rig_free(&other);
         check_memory(dev, memory_before, n);
@@ -323,7 +337,7 @@ START_TEST(checkpoint_save_and_load_fail_cleanly_and_keep_the_old_file) {
         disarm(n);
         check_failed(st, n, "checkpoint load");
         ck_assert_int_eq(ag_checkpoint_load(path, other.model, other.opt), AG_OK);
-        ck_assert_int_eq(rig_values(&other, got, 128), n_values);
+        ck_assert_int_eq(rig_values(&other, got, 1024), n_values);
         ck_assert(memcmp(got, saved, (size_t)n_values * sizeof *got) == 0);
         ck_assert_int_eq(rig_step(&other, &loss), AG_OK);
         rig_free(&other);
