@@ -85,8 +85,8 @@ static ag_op_def *resolve(op_ref *ref) {
 
 /* direct: the registered elementwise op computing fn, used to write into a directly when
  * no graph is recorded (optimizer updates, gradient accumulation); NULL if none. */
-static ag_tensor *inplace_run(const char *name, op_ref *direct, ag_tensor *a, ag_tensor *b,
-                              binary_fn fn) {
+static ag_tensor *inplace(const char *name, op_ref *direct, ag_tensor *a, ag_tensor *b,
+                          binary_fn fn) {
     char da[160], db[160];
     bool record = false;
     if (check_inplace(name, a, b, &record) != AG_OK) return NULL;
@@ -104,6 +104,9 @@ static ag_tensor *inplace_run(const char *name, op_ref *direct, ag_tensor *a, ag
         ag__bump_version(a);
         return a;
     }
+    /* From here the result is computed by other ops: errors raised inside them name this
+     * one and its arguments (the direct write above, the hot path, pays nothing for it). */
+    ag__context_enter(name, 2, (ag_tensor *[]){a, b});
     ag_scope *scope = ag_scope_begin();
     ag_tensor *r;
     if (record) {
@@ -135,16 +138,8 @@ static ag_tensor *inplace_run(const char *name, op_ref *direct, ag_tensor *a, ag
     }
     if (st == AG_OK && dual) st = ag__set_tangent(a, ag__tangent(r));
     ag_scope_end(scope);
-    return st == AG_OK ? a : NULL;
-}
-
-/* An in-place op is a composite when it cannot write directly: errors name it. */
-static ag_tensor *inplace(const char *name, op_ref *direct, ag_tensor *a, ag_tensor *b,
-                          binary_fn fn) {
-    ag__context_enter(name, 2, (ag_tensor *[]){a, b});
-    ag_tensor *r = inplace_run(name, direct, a, b, fn);
     ag__context_exit();
-    return r;
+    return st == AG_OK ? a : NULL;
 }
 
 static ag_tensor *scalar_inplace(const char *name, op_ref *direct, ag_tensor *a, double s,

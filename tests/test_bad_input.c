@@ -78,10 +78,7 @@ static ag_tensor *on_cpu1(ag_tensor *t) {
 static const char *write_tmp(const char *name, const void *data, size_t size) {
     static char path[PATH_MAX];
     tu_tmp_path(tmp_dir, sizeof tmp_dir, "bad_input", name, path, sizeof path);
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    if (size) ck_assert_uint_eq(fwrite(data, 1, size, f), size);
-    fclose(f);
+    tu_write_file(path, data, size);
     if (n_made < 32) snprintf(made[n_made++], PATH_MAX, "%s", path);
     return path;
 }

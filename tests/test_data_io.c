@@ -37,22 +37,6 @@ static const char *tmp(const char *name) {
     return buf;
 }
 
-/* Asserts the call returned `want`, that the error state says the same with a message
- * containing every word of the '|'-separated `words`, then forgets the error. */
-#define expect_error(got, want, words) expect_error_at(__LINE__, (got), (want), (words))
-static void expect_error_at(int line, ag_status got, ag_status want, const char *words) {
-    ck_assert_msg(got == want, "line %d: status %s, expected %s (%s)", line, ag_status_name(got),
-                  ag_status_name(want), ag_last_error());
-    ck_assert_msg(ag_last_status() == want, "line %d: last status %s, expected %s", line,
-                  ag_status_name(ag_last_status()), ag_status_name(want));
-    char copy[256];
-    snprintf(copy, sizeof copy, "%s", words);
-    for (char *save = NULL, *w = strtok_r(copy, "|", &save); w; w = strtok_r(NULL, "|", &save))
-        ck_assert_msg(strstr(ag_last_error(), w), "line %d: message '%s' lacks '%s'", line,
-                      ag_last_error(), w);
-    ag_clear_error();
-}
-
 /* Asserts t has `shape` and the row-major values `want` exactly. */
 #define expect_values(t, ndim, shape, want) expect_values_at(__LINE__, (t), (ndim), (shape), (want))
 static void expect_values_at(int line, const ag_tensor *t, int ndim, const int64_t *shape,
@@ -70,25 +54,15 @@ static void write_file(const char *path, const void *bytes, size_t len, bool gzi
         ck_assert_int_eq(len ? gzwrite(gz, bytes, (unsigned)len) : 0, (int)len);
         ck_assert_int_eq(gzclose(gz), Z_OK);
     } else {
-        FILE *f = fopen(path, "wb");
-        ck_assert_ptr_nonnull(f);
-        ck_assert_uint_eq(fwrite(bytes, 1, len, f), len);
-        ck_assert_int_eq(fclose(f), 0);
+        tu_write_file(path, bytes, len);
     }
 }
 
-/* The whole content of a file (malloc'd) and its size. */
+/* The whole content of a file (malloc'd) and its size; the test fails if it is unreadable. */
 static unsigned char *read_whole(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    rewind(f);
-    unsigned char *buf = malloc(*len + 1);
-    ck_assert_ptr_nonnull(buf);
-    ck_assert_uint_eq(fread(buf, 1, *len, f), *len);
-    fclose(f);
-    return buf;
+    unsigned char *bytes = tu_read_file(path, len);
+    ck_assert_msg(bytes != NULL, "cannot read %s: %s", path, strerror(errno));
+    return bytes;
 }
 
 /* ---- IDX ---- */
@@ -142,7 +116,7 @@ static void write_idx(const char *path, const idx_spec *s, bool gzip) {
 #define expect_idx_error(path, dtype, want, words)                                                 \
     do {                                                                                           \
         ag_tensor *t_ = (ag_tensor *)1;                                                            \
-        expect_error(ag_idx_read((path), (dtype), &t_), (want), (words));                          \
+        tu_expect_error(ag_idx_read((path), (dtype), &t_), (want), (words));                       \
         ck_assert_ptr_null(t_);                                                                    \
     } while (0)
 
@@ -266,7 +240,7 @@ START_TEST(idx_missing_unreadable_and_unconvertible) {
     write_idx(tmp("frac.idx"), &f, false);
     expect_idx_error(tmp("frac.idx"), AG_I64, AG_ERR_IO, "element 1 (2.5) is not an integer");
     expect_idx_error(tmp("frac.idx"), AG_F16, AG_ERR_DTYPE, "cannot read IDX data as float16");
-    expect_error(ag_idx_read(NULL, AG_F32, &(ag_tensor *){NULL}), AG_ERR_INVALID_ARG, "NULL");
+    tu_expect_error(ag_idx_read(NULL, AG_F32, &(ag_tensor *){NULL}), AG_ERR_INVALID_ARG, "NULL");
 }
 END_TEST
 
@@ -310,24 +284,24 @@ END_TEST
 
 START_TEST(mnist_errors_name_what_is_wrong) {
     ag_image_dataset ds;
-    expect_error(ag_mnist_load(tmp("nowhere"), true, &ds), AG_ERR_IO,
-                 "data directory|nowhere|No such file or directory|train-images-idx3-ubyte");
+    tu_expect_error(ag_mnist_load(tmp("nowhere"), true, &ds), AG_ERR_IO,
+                    "data directory|nowhere|No such file or directory|train-images-idx3-ubyte");
     ck_assert_ptr_null(ds.images);
     write_small_mnist(4);
-    expect_error(ag_mnist_load(tmp("mnist"), true, &ds), AG_ERR_IO,
-                 "has 3 images but|has 4 labels");
+    tu_expect_error(ag_mnist_load(tmp("mnist"), true, &ds), AG_ERR_IO,
+                    "has 3 images but|has 4 labels");
     ck_assert_ptr_null(ds.images);
     ck_assert_ptr_null(ds.labels);
-    expect_error(ag_mnist_load(tmp("mnist"), false, &ds), AG_ERR_IO,
-                 "t10k-images-idx3-ubyte not found|t10k-images-idx3-ubyte.gz and");
+    tu_expect_error(ag_mnist_load(tmp("mnist"), false, &ds), AG_ERR_IO,
+                    "t10k-images-idx3-ubyte not found|t10k-images-idx3-ubyte.gz and");
     /* A labels file with 3 dims is refused. */
     idx_spec cube = {{0, 0, 0x08, 3}, {3, 1, 1}, TU_VALUES(1, 2, 3), 3, 0, 0};
     write_idx(tmp("mnist/train-labels-idx1-ubyte"), &cube, false);
-    expect_error(ag_mnist_load(tmp("mnist"), true, &ds), AG_ERR_IO, "expected 1 dim [N], got 3");
+    tu_expect_error(ag_mnist_load(tmp("mnist"), true, &ds), AG_ERR_IO, "expected 1 dim [N], got 3");
     /* Negative labels (a signed file) are refused. */
     idx_spec neg = {{0, 0, 0x09, 1}, {3}, TU_VALUES(1, -1, 3), 3, 0, 0};
     write_idx(tmp("mnist/train-labels-idx1-ubyte"), &neg, false);
-    expect_error(ag_mnist_load(tmp("mnist"), true, &ds), AG_ERR_IO, "label 1 is -1");
+    tu_expect_error(ag_mnist_load(tmp("mnist"), true, &ds), AG_ERR_IO, "label 1 is -1");
 }
 END_TEST
 
@@ -540,16 +514,16 @@ START_TEST(loader_keeps_its_tensors_and_checks_arguments) {
                                {.batch_size = 1, .rank = -1, .world_size = 2}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ck_assert_ptr_null(ag_loader_new(x, y, &bad[i]));
-        expect_error(ag_last_status(), AG_ERR_INVALID_ARG, "batch_size > 0 and 0 <= rank");
+        tu_expect_error(ag_last_status(), AG_ERR_INVALID_ARG, "batch_size > 0 and 0 <= rank");
     }
     ck_assert_ptr_null(ag_loader_new(x, ag_arange(AG_I64, 0, 4, 1), &o));
-    expect_error(ag_last_status(), AG_ERR_SHAPE, "inputs [5, 2] and targets [4]");
+    tu_expect_error(ag_last_status(), AG_ERR_SHAPE, "inputs [5, 2] and targets [4]");
     ck_assert_ptr_null(ag_loader_new(x, NULL, &o));
-    expect_error(ag_last_status(), AG_ERR_INVALID_ARG, "NULL");
+    tu_expect_error(ag_last_status(), AG_ERR_INVALID_ARG, "NULL");
     ag_tensor *xb = (ag_tensor *)1, *yb = (ag_tensor *)1;
     ck_assert(!ag_loader_next(NULL, &xb, &yb));
     ck_assert_ptr_null(xb);
-    expect_error(ag_last_status(), AG_ERR_INVALID_ARG, "NULL");
+    tu_expect_error(ag_last_status(), AG_ERR_INVALID_ARG, "NULL");
 }
 END_TEST
 
@@ -730,10 +704,10 @@ START_TEST(safetensors_corrupt_files_are_io_errors) {
     write_file(path, "\x02\0\0", 3, false);
     int n;
     ag_named_tensor *t;
-    expect_error(ag_safetensors_load(path, &n, &t), AG_ERR_IO,
-                 "truncated: expected 8 bytes of header length, got 3");
-    expect_error(ag_safetensors_load(tmp("absent.safetensors"), &n, &t), AG_ERR_IO,
-                 "absent.safetensors|No such file or directory");
+    tu_expect_error(ag_safetensors_load(path, &n, &t), AG_ERR_IO,
+                    "truncated: expected 8 bytes of header length, got 3");
+    tu_expect_error(ag_safetensors_load(tmp("absent.safetensors"), &n, &t), AG_ERR_IO,
+                    "absent.safetensors|No such file or directory");
     /* Valid odds and ends: metadata, padding, no tensors at all. */
     write_st(path, 0, "{\"__metadata__\":{\"format\":\"pt\"}}   ", 0, 0);
     ck_assert_int_eq(ag_safetensors_load(path, &n, &t), AG_OK);
@@ -783,14 +757,14 @@ START_TEST(safetensors_save_checks_its_arguments) {
     ag_tensor *a = ag_ones(AG_F32, 1, TU_SHAPE(2));
     ag_named_tensor dup[] = {{"x", a}, {"y", a}, {"x", ag_ones(AG_F64, 1, TU_SHAPE(1))}};
     const char *path = tmp("args.safetensors");
-    expect_error(ag_safetensors_save(path, 3, dup), AG_ERR_INVALID_ARG, "duplicate name 'x'");
+    tu_expect_error(ag_safetensors_save(path, 3, dup), AG_ERR_INVALID_ARG, "duplicate name 'x'");
     ag_named_tensor nul[] = {{"x", a}, {"y", NULL}};
-    expect_error(ag_safetensors_save(path, 2, nul), AG_ERR_INVALID_ARG,
-                 "entry 1 has a NULL tensor");
-    expect_error(ag_safetensors_save(NULL, 1, nul), AG_ERR_INVALID_ARG, "bad path");
+    tu_expect_error(ag_safetensors_save(path, 2, nul), AG_ERR_INVALID_ARG,
+                    "entry 1 has a NULL tensor");
+    tu_expect_error(ag_safetensors_save(NULL, 1, nul), AG_ERR_INVALID_ARG, "bad path");
     ck_assert_int_eq(access(path, F_OK), -1);
-    expect_error(ag_safetensors_save(tmp("no/such/dir.safetensors"), 1, nul), AG_ERR_IO,
-                 "no/such/dir.safetensors|No such file or directory");
+    tu_expect_error(ag_safetensors_save(tmp("no/such/dir.safetensors"), 1, nul), AG_ERR_IO,
+                    "no/such/dir.safetensors|No such file or directory");
 }
 END_TEST
 
@@ -824,7 +798,7 @@ START_TEST(safetensors_write_is_atomic) {
     ag_status st = ag_safetensors_save(path, 1, large);
     setrlimit(RLIMIT_FSIZE, &saved);
     signal(SIGXFSZ, prev);
-    expect_error(st, AG_ERR_IO, "cannot write|atomic.safetensors|File too large");
+    tu_expect_error(st, AG_ERR_IO, "cannot write|atomic.safetensors|File too large");
     size_t now_len;
     unsigned char *now = read_whole(path, &now_len);
     ck_assert_uint_eq(now_len, old_len);
@@ -834,8 +808,8 @@ START_TEST(safetensors_write_is_atomic) {
     ck_assert_int_eq(temp_files(), 0);
     /* A path that is a directory: the rename fails, the temporary file goes. */
     mkdir(tmp("a-directory"), 0755);
-    expect_error(ag_safetensors_save(tmp("a-directory"), 1, small), AG_ERR_IO,
-                 "cannot rename|a-directory");
+    tu_expect_error(ag_safetensors_save(tmp("a-directory"), 1, small), AG_ERR_IO,
+                    "cannot rename|a-directory");
     ck_assert_int_eq(temp_files(), 0);
     /* Replacing keeps the old file's mode; the new content is complete. */
     chmod(path, 0600);
@@ -936,32 +910,32 @@ START_TEST(checkpoint_mismatches_are_errors_that_change_nothing) {
     int n;
     ag_named_tensor *p = params_of(wide, &n);
     ag_tensor *before = ag_clone(p[0].tensor);
-    expect_error(ag_checkpoint_load(path, wide, NULL), AG_ERR_SHAPE,
-                 "parameter '0.weight' has shape [8, 4] in the file but [16, 4] in the model");
+    tu_expect_error(ag_checkpoint_load(path, wide, NULL), AG_ERR_SHAPE,
+                    "parameter '0.weight' has shape [8, 4] in the file but [16, 4] in the model");
     ck_assert(tu_max_abs_diff(before, p[0].tensor) == 0);
     /* A model with fewer layers: entries of the file are left over. */
     ag_module *one = ag_sequential_new(1, (ag_module *[]){ag_linear_new(4, 8, true, NULL)});
-    expect_error(ag_checkpoint_load(path, one, NULL), AG_ERR_IO, "unexpected entry '2.bias'");
+    tu_expect_error(ag_checkpoint_load(path, one, NULL), AG_ERR_IO, "unexpected entry '2.bias'");
     /* A model with more layers: a parameter is missing. */
     ag_module *more = ag_sequential_new(
         5, (ag_module *[]){ag_linear_new(4, 8, true, NULL), ag_gelu_new(false),
                            ag_layer_norm_new(8, 1e-5, true), ag_linear_new(8, 3, true, NULL),
                            ag_linear_new(3, 3, true, NULL)});
-    expect_error(ag_checkpoint_load(path, more, NULL), AG_ERR_IO,
-                 "parameter '4.weight' is missing");
+    tu_expect_error(ag_checkpoint_load(path, more, NULL), AG_ERR_IO,
+                    "parameter '4.weight' is missing");
     /* Another dtype. */
     ag_named_tensor f64[] = {{"0.weight", ag_zeros(AG_F64, 2, TU_SHAPE(8, 4))},
                              {"0.bias", ag_zeros(AG_F32, 1, TU_SHAPE(8))}};
     ck_assert_int_eq(ag_safetensors_save(tmp("f64.safetensors"), 2, f64), AG_OK);
-    expect_error(ag_checkpoint_load(tmp("f64.safetensors"), one, NULL), AG_ERR_DTYPE,
-                 "parameter '0.weight' is float64 in the file but float32 in the model");
+    tu_expect_error(ag_checkpoint_load(tmp("f64.safetensors"), one, NULL), AG_ERR_DTYPE,
+                    "parameter '0.weight' is float64 in the file but float32 in the model");
     /* Files that are not checkpoints at all. */
-    expect_error(ag_checkpoint_load(tmp("none.safetensors"), a, NULL), AG_ERR_IO,
-                 "none.safetensors|No such file");
+    tu_expect_error(ag_checkpoint_load(tmp("none.safetensors"), a, NULL), AG_ERR_IO,
+                    "none.safetensors|No such file");
     write_file(tmp("junk.safetensors"), "\x10\0\0\0\0\0\0\0{\"a\":", 13, false);
-    expect_error(ag_checkpoint_load(tmp("junk.safetensors"), a, NULL), AG_ERR_IO,
-                 "runs past the end");
-    expect_error(ag_checkpoint_save(path, NULL, NULL), AG_ERR_INVALID_ARG, "NULL");
+    tu_expect_error(ag_checkpoint_load(tmp("junk.safetensors"), a, NULL), AG_ERR_IO,
+                    "runs past the end");
+    tu_expect_error(ag_checkpoint_save(path, NULL, NULL), AG_ERR_INVALID_ARG, "NULL");
     ag_module_free(a);
     ag_module_free(wide);
     ag_module_free(one);

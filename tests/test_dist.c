@@ -100,6 +100,13 @@ static float *flat_params(const ag_module *m, int64_t *count) {
     return v;
 }
 
+/* Rows [a, b) of each rank's half of a combined batch t, rank 0's first. */
+static ag_tensor *rows_of_both_halves(ag_tensor *t, int64_t a, int64_t b) {
+    ag_tensor *halves[2] = {ag_slice(t, 0, a, b, 1),
+                            ag_slice(t, 0, LOCAL_BATCH + a, LOCAL_BATCH + b, 1)};
+    return ag_cat(2, halves, 0);
+}
+
 /* Single-process training on the combined batch: STEPS steps of SGD, each of `micro`
  * micro-batches whose losses are divided by micro. */
 static ag_module *train_reference(int micro) {
@@ -116,17 +123,8 @@ static ag_module *train_reference(int micro) {
          * distributed run: rows [k*L/micro, (k+1)*L/micro) of both halves. */
         for (int k = 0; k < micro; k++) {
             int64_t a = k * LOCAL_BATCH / micro, b = (k + 1) * LOCAL_BATCH / micro;
-            ag_tensor *xs =
-                ag_cat(2,
-                       (ag_tensor *[]){ag_slice(x, 0, a, b, 1),
-                                       ag_slice(x, 0, LOCAL_BATCH + a, LOCAL_BATCH + b, 1)},
-                       0);
-            ag_tensor *ys =
-                ag_cat(2,
-                       (ag_tensor *[]){ag_slice(y, 0, a, b, 1),
-                                       ag_slice(y, 0, LOCAL_BATCH + a, LOCAL_BATCH + b, 1)},
-                       0);
-            backward_rows(m, xs, ys, 0, 2 * (b - a), micro);
+            backward_rows(m, rows_of_both_halves(x, a, b), rows_of_both_halves(y, a, b), 0,
+                          2 * (b - a), micro);
         }
         ck_assert_int_eq(ag_optimizer_step(opt), AG_OK);
         ck_assert_int_eq(ag_optimizer_zero_grad(opt, true), AG_OK);

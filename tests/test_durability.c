@@ -192,44 +192,13 @@ START_TEST(killed_checkpoint_saves_leave_the_old_or_the_new_file_whole) {
 }
 END_TEST
 
-/* Asserts the status, the last status and that the message holds every word of the
- * '|'-separated `words`, then forgets the error. */
-static void expect_error(ag_status got, ag_status want, const char *words) {
-    ck_assert_msg(got == want, "status %s, expected %s (%s)", ag_status_name(got),
-                  ag_status_name(want), ag_last_error());
-    char copy[256];
-    snprintf(copy, sizeof copy, "%s", words);
-    for (char *save = NULL, *w = strtok_r(copy, "|", &save); w; w = strtok_r(NULL, "|", &save))
-        ck_assert_msg(strstr(ag_last_error(), w), "message '%s' lacks '%s'", ag_last_error(), w);
-    ag_clear_error();
-}
-
-static unsigned char *read_whole(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    ck_assert_ptr_nonnull(f);
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    rewind(f);
-    unsigned char *buf = malloc(*len + 1);
-    ck_assert_ptr_nonnull(buf);
-    ck_assert_uint_eq(fread(buf, 1, *len, f), *len);
-    fclose(f);
-    return buf;
-}
-
-static void write_whole(const char *path, const void *bytes, size_t len) {
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(bytes, 1, len, f), len);
-    ck_assert_int_eq(fclose(f), 0);
-}
-
 START_TEST(a_changed_data_byte_fails_the_checksum) {
     ag_module *a = tu_classifier(HIDDEN_A, 1);
     const char *path = tmp("flip.safetensors"), *bad = tmp("flipped.safetensors");
     ck_assert_int_eq(ag_checkpoint_save(path, a, NULL), AG_OK);
     size_t len;
-    unsigned char *file = read_whole(path, &len);
+    unsigned char *file = tu_read_file(path, &len);
+    ck_assert_ptr_nonnull(file);
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--) hl = hl << 8 | file[i];
     ck_assert_uint_lt(8 + hl, len);
@@ -239,18 +208,18 @@ START_TEST(a_changed_data_byte_fails_the_checksum) {
     /* Every data byte changed alone, in one bit or all of them: each is caught. */
     for (size_t at = 8 + hl; at < len; at += 7) {
         file[at] ^= at % 2 ? 0x01 : 0xff;
-        write_whole(bad, file, len);
+        tu_write_file(bad, file, len);
         int n = -1;
         ag_named_tensor *t = NULL;
-        expect_error(ag_safetensors_load(bad, &n, &t), AG_ERR_IO,
-                     "flipped.safetensors|checksum mismatch|file says|data gives|the file is "
-                     "corrupt");
+        tu_expect_error(ag_safetensors_load(bad, &n, &t), AG_ERR_IO,
+                        "flipped.safetensors|checksum mismatch|file says|data gives|the file is "
+                        "corrupt");
         ck_assert_int_eq(n, 0);
         ck_assert_ptr_null(t);
         file[at] ^= at % 2 ? 0x01 : 0xff;
     }
     ag_module *b = tu_classifier(HIDDEN_A, 9);
-    expect_error(ag_checkpoint_load(bad, b, NULL), AG_ERR_IO, "checksum mismatch");
+    tu_expect_error(ag_checkpoint_load(bad, b, NULL), AG_ERR_IO, "checksum mismatch");
     ag_module_free(b);
     free(file);
     ag_module_free(a);
@@ -267,7 +236,7 @@ static const char *write_f32_file(const char *name, const char *json) {
     memcpy(buf + 8, json, hl);
     memcpy(buf + 8 + hl, data, sizeof data);
     const char *path = tmp(name);
-    write_whole(path, buf, len);
+    tu_write_file(path, buf, len);
     free(buf);
     return path;
 }
@@ -307,22 +276,23 @@ START_TEST(files_without_the_checksum_still_load) {
              crc);
     int n;
     ag_named_tensor *t;
-    expect_error(ag_safetensors_load(write_f32_file("wrong.safetensors", json), &n, &t), AG_ERR_IO,
-                 words);
+    tu_expect_error(ag_safetensors_load(write_f32_file("wrong.safetensors", json), &n, &t),
+                    AG_ERR_IO, words);
     const char *bad_values[] = {"",   "12abc", "-1",         " 1",         "+1",
                                 "0x", "0x-1",  "4294967296", "0x1ffffffff"};
     for (size_t i = 0; i < sizeof bad_values / sizeof bad_values[0]; i++) {
         snprintf(json, sizeof json, "{\"__metadata__\":{\"ag_crc32\":\"%s\"},%s}", bad_values[i],
                  entry);
-        expect_error(ag_safetensors_load(write_f32_file("text.safetensors", json), &n, &t),
-                     AG_ERR_IO, "text.safetensors|ag_crc32|not a CRC-32");
+        tu_expect_error(ag_safetensors_load(write_f32_file("text.safetensors", json), &n, &t),
+                        AG_ERR_IO, "text.safetensors|ag_crc32|not a CRC-32");
     }
     /* What ag writes keeps the checksum through a load and a save of the loaded tensors. */
     ag_named_tensor in[] = {{"a", tu_tensor(AG_F32, 1, TU_SHAPE(4), TU_VALUES(1, 2, 3, 4))}};
     ck_assert_int_eq(ag_safetensors_save(tmp("ag.safetensors"), 1, in), AG_OK);
     expect_loads(tmp("ag.safetensors"));
     size_t len;
-    unsigned char *file = read_whole(tmp("ag.safetensors"), &len);
+    unsigned char *file = tu_read_file(tmp("ag.safetensors"), &len);
+    ck_assert_ptr_nonnull(file);
     char want[64];
     snprintf(want, sizeof want, "\"ag_crc32\":\"%lu\"", crc);
     char *header = strndup((const char *)file + 8, len - 8 - sizeof data);

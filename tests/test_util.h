@@ -192,18 +192,49 @@ static inline int tu_run_command(const char *cmd, char *out, size_t size) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* The whole text of the file at path, NUL-terminated and malloc'd; NULL if unreadable. */
-static inline char *tu_read_text(const char *path) {
+/* The whole content of the file at path, malloc'd with a NUL after it, and its size in *len
+ * (len may be NULL); NULL if unreadable. */
+static inline unsigned char *tu_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
-    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    unsigned char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
     size_t got = s ? fread(s, 1, (size_t)n, f) : 0;
     fclose(f);
     if (s) s[got] = '\0';
+    if (len) *len = got;
     return s;
+}
+
+/* Writes len bytes to path (replacing it); the test fails if that does not work. */
+static inline void tu_write_file(const char *path, const void *bytes, size_t len) {
+    FILE *f = fopen(path, "wb");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    ck_assert_uint_eq(fwrite(bytes, 1, len, f), len);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* The whole text of the file at path, NUL-terminated and malloc'd; NULL if unreadable. */
+static inline char *tu_read_text(const char *path) {
+    return (char *)tu_read_file(path, NULL);
+}
+
+/* Asserts that a call returned `want`, that the error state says the same, and that the
+ * message holds every word of the '|'-separated `words`; then forgets the error. */
+#define tu_expect_error(got, want, words) tu_expect_error_at(__LINE__, (got), (want), (words))
+static inline void tu_expect_error_at(int line, ag_status got, ag_status want, const char *words) {
+    ck_assert_msg(got == want, "line %d: status %s, expected %s (%s)", line, ag_status_name(got),
+                  ag_status_name(want), ag_last_error());
+    ck_assert_msg(ag_last_status() == want, "line %d: last status %s, expected %s", line,
+                  ag_status_name(ag_last_status()), ag_status_name(want));
+    char copy[256];
+    snprintf(copy, sizeof copy, "%s", words);
+    for (char *save = NULL, *w = strtok_r(copy, "|", &save); w; w = strtok_r(NULL, "|", &save))
+        ck_assert_msg(strstr(ag_last_error(), w), "line %d: message '%s' lacks '%s'", line,
+                      ag_last_error(), w);
+    ag_clear_error();
 }
 
 /* Path `name` in a test's temporary directory dir (a buffer of dir_size bytes, "" until
