@@ -128,6 +128,35 @@ START_TEST(low_precision_backward) {
 }
 END_TEST
 
+/* Found by fuzz/fuzz_ops: an in-place op across dtypes keeps the target's dtype in the graph
+ * too, so a float32 leaf reached through it gets a float32 gradient, not a bfloat16 one. */
+START_TEST(inplace_across_dtypes_gives_the_leaf_its_dtype) {
+    ag_tensor *x = tu_tensor(AG_F32, 1, TU_SHAPE(3), TU_VALUES(1, -2, 3));
+    ck_assert_int_eq(ag_set_requires_grad(x, true), AG_OK);
+    ag_tensor *y = ag_to_dtype(ag_mul_scalar(x, 3), AG_BF16);
+    ck_assert_ptr_nonnull(ag_sub_(y, x)); /* y = 3x - x in bfloat16 */
+    ck_assert_int_eq(ag_dtype_of(y), AG_BF16);
+    ck_assert_int_eq(ag_backward(ag_sum(y, 0, NULL, false), NULL), AG_OK);
+    ag_tensor *g = ag_tensor_grad(x);
+    ck_assert_int_eq(ag_dtype_of(g), AG_F32);
+    char msg[256] = "";
+    ck_assert_msg(tu_values_are(g, 1, TU_SHAPE(3), TU_VALUES(2, 2, 2), 0, 0, msg, sizeof msg, NULL),
+                  "%s", msg);
+}
+END_TEST
+
+/* Found by fuzz/fuzz_ops: a 16-bit op on a zero-size tensor whose contiguous strides are 0
+ * ran its float32 stand-in on a buffer of another shape and failed. */
+START_TEST(zero_size_16_bit_ops) {
+    ag_tensor *z = ag_to_dtype(ag_zeros(AG_F32, 4, TU_SHAPE(0, 3, 4, 0)), AG_F16);
+    ag_tensor *e = ag_exp(z);
+    ck_assert_msg(e != NULL, "%s", ag_last_error());
+    ck_assert_int_eq(ag_dtype_of(e), AG_F16);
+    char msg[256] = "";
+    ck_assert_msg(tu_shape_is(e, 4, TU_SHAPE(0, 3, 4, 0), msg, sizeof msg), "%s", msg);
+}
+END_TEST
+
 /* Autocast picks each op's dtype; the casts are recorded, so float32 parameters get float32
  * gradients; leaving the region restores the previous state. */
 START_TEST(autocast_per_op_dtypes) {
@@ -315,6 +344,8 @@ static Suite *amp_suite(void) {
     tcase_add_test(tc, low_precision_ops_round_float32_results);
     tcase_add_test(tc, promotion_and_conversion_rules);
     tcase_add_test(tc, low_precision_backward);
+    tcase_add_test(tc, inplace_across_dtypes_gives_the_leaf_its_dtype);
+    tcase_add_test(tc, zero_size_16_bit_ops);
     tcase_add_test(tc, autocast_per_op_dtypes);
     tcase_add_test(tc, grad_scaler_reproduces_the_scale_sequence);
     tcase_add_test(tc, grad_scaler_refuses_out_of_order_calls);

@@ -291,6 +291,25 @@ START_TEST(grad_mode_is_thread_local) {
 }
 END_TEST
 
+/* m.div_(m) on a non-leaf: the op sees m's old value for both operands, so its node does not
+ * save m itself (m -> node -> m would be a cycle, a leak LeakSanitizer reports). Found by
+ * fuzz/fuzz_ops. */
+START_TEST(inplace_op_on_itself) {
+    ag_tensor *x = tu_tensor(AG_F64, 1, TU_SHAPE(3), TU_VALUES(1, -2, 4));
+    ck_assert_int_eq(ag_set_requires_grad(x, true), AG_OK);
+    ag_tensor *m = ag_mul_scalar(x, 2);
+    ck_assert_ptr_nonnull(ag_div_(m, m));
+    ck_assert_int_eq(ag_backward(ag_sum(ag_mul(m, x), 0, NULL, false), NULL), AG_OK);
+    char msg[256] = "";
+    /* m is 1 everywhere, so d(sum(m * x))/dx = m + x * dm/dx = 1 + 0. */
+    ck_assert_msg(tu_values_are(m, 1, TU_SHAPE(3), TU_VALUES(1, 1, 1), 0, 0, msg, sizeof msg, NULL),
+                  "%s", msg);
+    ck_assert_msg(tu_values_are(ag_tensor_grad(x), 1, TU_SHAPE(3), TU_VALUES(1, 1, 1), 0, 0, msg,
+                                sizeof msg, NULL),
+                  "%s", msg);
+}
+END_TEST
+
 static Suite *autograd_suite(void) {
     Suite *s = suite_create("autograd");
     TCase *tc = tcase_create("semantics");
@@ -311,6 +330,7 @@ static Suite *autograd_suite(void) {
     tcase_add_test(tc, shared_subgraph_and_deep_chain);
     tcase_add_test(tc, scope_return_and_keep);
     tcase_add_test(tc, grad_mode_is_thread_local);
+    tcase_add_test(tc, inplace_op_on_itself);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -255,6 +255,20 @@ static void flatten_start_after_end(void) {
 static ag_tensor *idx(int64_t a, int64_t b) {
     return ag_from_i64((const int64_t[]){a, b}, 1, TU_SHAPE(2));
 }
+/* Found by fuzz/fuzz_ops: the largest int64 class leaves no num_classes to infer (it was
+ * read through a double, where INT64_MAX does not convert back). */
+static void one_hot_int64_max_class(void) {
+    EXPECT_NULL(ag_one_hot(idx(0, INT64_MAX), -1), AG_ERR_INDEX, "one_hot", "9223372036854775807",
+                "num_classes");
+}
+/* Found by fuzz/fuzz_ops: filling converted every value to int64 (undefined for NaN); only
+ * int64 tensors refuse it, float ones take it. */
+static void full_int64_with_nan(void) {
+    EXPECT_NULL(ag_full(AG_I64, 1, TU_SHAPE(2), NAN), AG_ERR_INVALID_ARG, "fill", "int64");
+    double v[2];
+    ck_assert_int_eq(tu_read(ag_full(AG_F32, 1, TU_SHAPE(2), NAN), v, 2), AG_OK);
+    ck_assert(isnan(v[0]) && isnan(v[1]));
+}
 static void index_select_out_of_range(void) {
     EXPECT_NULL(ag_index_select(f32(2, TU_SHAPE(3, 2)), 0, idx(0, 3)), AG_ERR_INDEX, "index_select",
                 "3", "size 3");
@@ -981,6 +995,8 @@ static const struct {
     CASE(cat_of_nothing),
     CASE(stack_shape_mismatch),
     CASE(one_hot_class_out_of_range),
+    CASE(one_hot_int64_max_class),
+    CASE(full_int64_with_nan),
     CASE(embedding_index_out_of_range),
     CASE(layer_norm_weight_shape),
     CASE(layer_norm_too_many_dims),
